@@ -1,0 +1,127 @@
+use crate::types::Config;
+use crate::validate::validate;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: Box<figment::Error>,
+    },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), problem: problem.into() }
+    }
+}
+
+/// Reads `path`, then `LSNPOOL_SECTION__KEY` variables on top (e.g.
+/// `LSNPOOL_POOLER__LISTEN=0.0.0.0:6432`), and validates the result.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    from_figment(
+        Figment::new().merge(Toml::file_exact(path)).merge(env_overrides()),
+        &path.display().to_string(),
+    )
+}
+
+fn env_overrides() -> Env {
+    // Only `SECTION__KEY` names: `LSNPOOL_CONFIG` and friends belong to the CLI.
+    Env::prefixed("LSNPOOL_").filter(|k| k.as_str().contains("__")).split("__")
+}
+
+pub(crate) fn from_figment(figment: Figment, origin: &str) -> Result<Config, ConfigError> {
+    let config: Config = figment
+        .extract()
+        .map_err(|e| ConfigError::Parse { path: origin.to_string(), source: Box::new(e) })?;
+    validate(&config)?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const GOOD: &str = r#"
+        [pooler]
+        listen = "127.0.0.1:6432"
+        query_wait_timeout = "2s"
+
+        [routing]
+        lsn_poll_interval = "5ms"
+
+        [[users]]
+        name = "postgres"
+        password = "postgres"
+
+        [clusters.appdb]
+        primary = "127.0.0.1:55432"
+        replicas = ["127.0.0.1:55433"]
+        aliases = { app_primary = "strong", app_read = "bounded" }
+    "#;
+
+    #[test]
+    fn loads_toml_and_env_overrides() {
+        Jail::expect_with(|jail| {
+            jail.create_file("pooler.toml", GOOD)?;
+            jail.set_env("LSNPOOL_POOLER__DEFAULT_POOL_SIZE", "7");
+            jail.set_env("LSNPOOL_ROUTING__CONSISTENCY", "eventual");
+            jail.set_env("LSNPOOL_CONFIG", "ignored.toml");
+            let c = load(Path::new("pooler.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.pooler.default_pool_size, 7);
+            assert_eq!(c.pooler.query_wait_timeout, std::time::Duration::from_secs(2));
+            assert_eq!(c.routing.consistency, lsnpool_router::Consistency::Eventual);
+            assert_eq!(c.clusters["appdb"].server_database("appdb"), "appdb");
+            Ok(())
+        });
+    }
+
+    fn error_for(toml: &str) -> String {
+        let mut msg = String::new();
+        Jail::expect_with(|jail| {
+            jail.create_file("pooler.toml", toml)?;
+            msg = load(Path::new("pooler.toml")).expect_err("config should be rejected").to_string();
+            Ok(())
+        });
+        msg
+    }
+
+    #[test]
+    fn names_the_key_of_a_bad_value() {
+        let msg = error_for(&GOOD.replace("\"2s\"", "\"soon\""));
+        assert!(msg.contains("query_wait_timeout"), "{msg}");
+        let msg = error_for(&GOOD.replace("\"bounded\"", "\"fast\""));
+        assert!(msg.contains("app_read"), "{msg}");
+    }
+
+    #[test]
+    fn names_an_unknown_key() {
+        let msg = error_for(&GOOD.replace("[routing]", "[routing]\nlsn_pol_interval = \"1ms\""));
+        assert!(msg.contains("lsn_pol_interval"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_inconsistent_values() {
+        let msg = error_for(&GOOD.replace("127.0.0.1:55432", "localhost"));
+        assert!(msg.contains("clusters.appdb.primary"), "{msg}");
+        let msg = error_for(&GOOD.replace("app_read", "appdb"));
+        assert!(msg.contains("clusters.appdb.aliases.appdb"), "{msg}");
+        let msg = error_for(&GOOD.replace("listen = \"127.0.0.1:6432\"", "listen = \"6432\""));
+        assert!(msg.contains("pooler.listen"), "{msg}");
+        let msg = error_for(&GOOD.replace("[pooler]", "[pooler]\ndefault_pool_size = 0"));
+        assert!(msg.contains("pooler.default_pool_size"), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = load(Path::new("/nonexistent/pooler.toml")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/pooler.toml"), "{e}");
+    }
+}

@@ -1,0 +1,105 @@
+use crate::load::ConfigError;
+use crate::types::{AuthType, Config};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// Database names the admin console answers to; no cluster or alias may take them.
+pub const ADMIN_DATABASES: [&str; 2] = ["lsnpool", "pgbouncer"];
+
+pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
+    let p = &c.pooler;
+    if p.listen.parse::<SocketAddr>().is_err() {
+        return Err(ConfigError::invalid("pooler.listen", format!("\"{}\" is not an ip:port address", p.listen)));
+    }
+    if !p.metrics_listen.is_empty() && p.metrics_listen.parse::<SocketAddr>().is_err() {
+        return Err(ConfigError::invalid(
+            "pooler.metrics_listen",
+            format!("\"{}\" is not an ip:port address (use \"\" to disable metrics)", p.metrics_listen),
+        ));
+    }
+    if p.default_pool_size == 0 {
+        return Err(ConfigError::invalid("pooler.default_pool_size", "must be at least 1"));
+    }
+    if p.min_pool_size > p.default_pool_size {
+        return Err(ConfigError::invalid("pooler.min_pool_size", "must not exceed pooler.default_pool_size"));
+    }
+    if p.max_client_conn == 0 {
+        return Err(ConfigError::invalid("pooler.max_client_conn", "must be at least 1"));
+    }
+    if p.max_message_size < 1024 {
+        return Err(ConfigError::invalid("pooler.max_message_size", "must be at least 1024 bytes"));
+    }
+    if p.query_wait_timeout.is_zero() {
+        return Err(ConfigError::invalid("pooler.query_wait_timeout", "must be greater than 0"));
+    }
+    if p.server_connect_timeout.is_zero() {
+        return Err(ConfigError::invalid("pooler.server_connect_timeout", "must be greater than 0"));
+    }
+    if c.routing.lsn_poll_interval.is_zero() {
+        return Err(ConfigError::invalid("routing.lsn_poll_interval", "must be greater than 0"));
+    }
+
+    if c.users.is_empty() {
+        return Err(ConfigError::invalid("users", "define at least one [[users]] entry"));
+    }
+    for (i, u) in c.users.iter().enumerate() {
+        if u.name.is_empty() {
+            return Err(ConfigError::invalid(format!("users[{i}].name"), "must not be empty"));
+        }
+        if c.users[..i].iter().any(|o| o.name == u.name) {
+            return Err(ConfigError::invalid(format!("users[{i}].name"), format!("user \"{}\" is defined twice", u.name)));
+        }
+        if p.auth_type != AuthType::Trust && u.password.is_none() {
+            return Err(ConfigError::invalid(
+                format!("users[{i}].password"),
+                format!("user \"{}\" needs a password unless pooler.auth_type = \"trust\"", u.name),
+            ));
+        }
+        if u.pool_size == Some(0) {
+            return Err(ConfigError::invalid(format!("users[{i}].pool_size"), "must be at least 1"));
+        }
+    }
+
+    if c.clusters.is_empty() {
+        return Err(ConfigError::invalid("clusters", "define at least one [clusters.NAME] section"));
+    }
+    let mut names: BTreeMap<&str, String> = BTreeMap::new();
+    for (name, cl) in &c.clusters {
+        let key = format!("clusters.{name}");
+        check_db_name(&mut names, name, &key)?;
+        check_addr(&cl.primary, &format!("{key}.primary"))?;
+        for (i, r) in cl.replicas.iter().enumerate() {
+            check_addr(r, &format!("{key}.replicas[{i}]"))?;
+        }
+        for alias in cl.aliases.keys() {
+            check_db_name(&mut names, alias, &format!("{key}.aliases.{alias}"))?;
+        }
+        if cl.pool_size == Some(0) {
+            return Err(ConfigError::invalid(format!("{key}.pool_size"), "must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+fn check_db_name<'a>(seen: &mut BTreeMap<&'a str, String>, name: &'a str, key: &str) -> Result<(), ConfigError> {
+    if ADMIN_DATABASES.contains(&name) {
+        return Err(ConfigError::invalid(key, format!("\"{name}\" is the admin console's database name")));
+    }
+    if let Some(first) = seen.get(name) {
+        return Err(ConfigError::invalid(key, format!("database name \"{name}\" is already used by {first}")));
+    }
+    seen.insert(name, key.to_string());
+    Ok(())
+}
+
+/// `host:port`; the host is resolved when connecting, so names are allowed.
+fn check_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, format!("\"{addr}\" is not a host:port address")))
+    }
+}
