@@ -29,6 +29,7 @@ pub enum PoolMode {
 #[serde(rename_all = "kebab-case")]
 pub enum AuthType {
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     Md5,
     Trust,

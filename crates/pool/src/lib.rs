@@ -1,1 +1,11 @@
+//! Server connections and their pools: one deadpool pool per (cluster, user, node).
 
+mod manager;
+mod params;
+mod server;
+mod statements;
+
+pub use manager::{NodePool, PoolSettings, ServerManager, ServerTarget};
+pub use params::{is_tracked_reported, ParamSync, ParamSyncPlan};
+pub use server::{InternalReply, ServerConn, ServerError, ServerKey};
+pub use statements::{statement_name, StatementCache, StatementId};

@@ -5,6 +5,8 @@
 
 mod consistency;
 mod lsn;
+mod route;
 
 pub use consistency::Consistency;
 pub use lsn::Lsn;
+pub use route::{NodeId, Route};

@@ -1,0 +1,107 @@
+//! deadpool `Manager` for server connections of one (cluster, user, node).
+
+use crate::server::{Login, ServerConn, ServerError};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub type NodePool = managed::Pool<ServerManager>;
+
+/// Where and as whom a pool's connections log in.
+#[derive(Clone, Debug)]
+pub struct ServerTarget {
+    pub addr: String,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+    /// For logs, metrics and the admin console, e.g. `appdb/primary`.
+    pub label: Arc<str>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    pub max_size: usize,
+    pub connect_timeout: Duration,
+    pub lifetime: Duration,
+    pub idle_timeout: Duration,
+    pub wait_timeout: Duration,
+}
+
+pub struct ServerManager {
+    target: ServerTarget,
+    settings: PoolSettings,
+    /// ParameterStatus values of the newest login, shown to clients when they log in.
+    reported: Mutex<Option<Arc<Vec<(String, String)>>>>,
+}
+
+impl ServerManager {
+    pub fn new(target: ServerTarget, settings: PoolSettings) -> Self {
+        ServerManager { target, settings, reported: Mutex::new(None) }
+    }
+
+    pub fn build_pool(self) -> Result<NodePool, managed::BuildError> {
+        let s = self.settings;
+        managed::Pool::builder(self)
+            .max_size(s.max_size)
+            .wait_timeout(Some(s.wait_timeout))
+            .create_timeout(Some(s.connect_timeout))
+            .recycle_timeout(Some(s.connect_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+    }
+
+    pub fn target(&self) -> &ServerTarget {
+        &self.target
+    }
+
+    pub fn settings(&self) -> PoolSettings {
+        self.settings
+    }
+
+    /// Parameters the server reported at its last login, if a login has happened.
+    pub fn reported_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.reported.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl managed::Manager for ServerManager {
+    type Type = ServerConn;
+    type Error = ServerError;
+
+    async fn create(&self) -> Result<ServerConn, ServerError> {
+        let t = &self.target;
+        let login = Login {
+            addr: &t.addr,
+            user: &t.user,
+            password: t.password.as_deref(),
+            database: &t.database,
+            label: t.label.clone(),
+        };
+        let (conn, reported) = ServerConn::connect(&login).await.inspect_err(|e| {
+            tracing::warn!(node = %t.label, error = %e, "server connection failed");
+            metrics::counter!("lsnpool_server_connect_errors_total", "node" => t.label.to_string()).increment(1);
+        })?;
+        if let Ok(mut g) = self.reported.lock() {
+            *g = Some(Arc::new(reported));
+        }
+        metrics::counter!("lsnpool_server_connections_opened_total", "node" => t.label.to_string()).increment(1);
+        tracing::debug!(node = %t.label, pid = conn.key.pid, "server connection opened");
+        Ok(conn)
+    }
+
+    async fn recycle(&self, conn: &mut ServerConn, m: &Metrics) -> RecycleResult<ServerError> {
+        if conn.broken {
+            return Err(RecycleError::message("connection was left unusable"));
+        }
+        if m.age() > self.settings.lifetime {
+            return Err(RecycleError::message("server_lifetime reached"));
+        }
+        if m.last_used() > self.settings.idle_timeout {
+            return Err(RecycleError::message("server_idle_timeout reached"));
+        }
+        if !conn.buf.is_empty() || !conn.looks_alive() {
+            return Err(RecycleError::message("server closed the connection or sent data while idle"));
+        }
+        Ok(())
+    }
+}

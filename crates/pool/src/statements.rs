@@ -1,0 +1,133 @@
+//! Prepared statements that exist on one server connection.
+//!
+//! Clients' named statements are mapped onto server statements named `lsnpool_<id>`, shared by
+//! every client that prepares the same text and parameter types, so `pgbench -M prepared` with
+//! 50 clients prepares each statement once per server connection, not once per client.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatementId(pub u64);
+
+impl StatementId {
+    /// Ids are never reused, so a statement we lost track of can't collide with a new one.
+    pub fn next() -> StatementId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        StatementId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Appends the server-side name (`lsnpool_<id>`) without allocating.
+pub fn statement_name(buf: &mut BytesMut, id: StatementId) {
+    buf.put_slice(b"lsnpool_");
+    let mut digits = [0u8; 20];
+    let mut n = id.0;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[i..]);
+}
+
+struct Entry {
+    body: Bytes,
+    id: StatementId,
+    last_used: u64,
+}
+
+#[derive(Default)]
+pub struct StatementCache {
+    by_hash: HashMap<u64, Entry>,
+    tick: u64,
+}
+
+impl StatementCache {
+    /// The server statement preparing `body` (hash precomputed by the caller), if any.
+    pub fn get(&mut self, hash: u64, body: &Bytes) -> Option<StatementId> {
+        self.tick += 1;
+        let e = self.by_hash.get_mut(&hash)?;
+        if e.body != *body {
+            return None;
+        }
+        e.last_used = self.tick;
+        Some(e.id)
+    }
+
+    pub fn insert(&mut self, hash: u64, body: Bytes, id: StatementId) {
+        self.tick += 1;
+        self.by_hash.insert(hash, Entry { body, id, last_used: self.tick });
+    }
+
+    /// The statement's Parse failed: the server never created it.
+    pub fn forget(&mut self, hash: u64) {
+        self.by_hash.remove(&hash);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// Forgets the least recently used statements beyond `cap`, returning them so the caller
+    /// can Close them on the server. Called only between transactions, so no pipeline in
+    /// flight can lose a statement it is about to Bind.
+    pub fn evict_over(&mut self, cap: usize) -> Vec<StatementId> {
+        if self.by_hash.len() <= cap {
+            return Vec::new();
+        }
+        let mut entries: Vec<(u64, u64)> = self.by_hash.iter().map(|(h, e)| (e.last_used, *h)).collect();
+        entries.sort_unstable();
+        let excess = self.by_hash.len() - cap;
+        entries[..excess].iter().filter_map(|(_, h)| self.by_hash.remove(h)).map(|e| e.id).collect()
+    }
+
+    /// After DISCARD ALL / DEALLOCATE ALL ran on the server.
+    pub fn clear(&mut self) {
+        self.by_hash.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_decimal() {
+        let mut b = BytesMut::new();
+        statement_name(&mut b, StatementId(0));
+        statement_name(&mut b, StatementId(1234567));
+        assert_eq!(&b[..], b"lsnpool_0lsnpool_1234567");
+    }
+
+    #[test]
+    fn lookup_checks_the_body_not_just_the_hash() {
+        let mut c = StatementCache::default();
+        c.insert(7, Bytes::from_static(b"SELECT 1\0\0\0"), StatementId(1));
+        assert_eq!(c.get(7, &Bytes::from_static(b"SELECT 1\0\0\0")), Some(StatementId(1)));
+        assert_eq!(c.get(7, &Bytes::from_static(b"SELECT 2\0\0\0")), None);
+        assert_eq!(c.get(8, &Bytes::from_static(b"SELECT 1\0\0\0")), None);
+    }
+
+    #[test]
+    fn evicts_least_recently_used() {
+        let mut c = StatementCache::default();
+        for i in 0..5u64 {
+            c.insert(i, Bytes::from(vec![i as u8]), StatementId(i));
+        }
+        c.get(0, &Bytes::from(vec![0u8]));
+        let evicted = c.evict_over(3);
+        assert_eq!(evicted, vec![StatementId(1), StatementId(2)]);
+        assert_eq!(c.len(), 3);
+        assert!(c.evict_over(3).is_empty());
+    }
+}

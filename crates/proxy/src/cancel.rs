@@ -1,0 +1,103 @@
+//! Cancel requests: each client gets its own (pid, secret) at login; a CancelRequest carrying
+//! them is forwarded to whichever server backend runs that client's query right now.
+
+use lsnpool_pool::ServerKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+pub struct CancelSlot {
+    pub pid: i32,
+    secret: i32,
+    /// The server backend serving this client now; `None` between transactions, so a late
+    /// cancel can't hit another client's query.
+    server: Mutex<Option<ServerKey>>,
+    /// Wakes a client that waits for a server connection: its cancel ends the wait.
+    pub waiting: Notify,
+}
+
+impl CancelSlot {
+    pub fn secret(&self) -> i32 {
+        self.secret
+    }
+
+    pub fn set_server(&self, key: Option<ServerKey>) {
+        if let Ok(mut g) = self.server.lock() {
+            *g = key;
+        }
+    }
+
+    fn server(&self) -> Option<ServerKey> {
+        self.server.lock().ok().and_then(|g| *g)
+    }
+}
+
+#[derive(Default)]
+pub struct CancelRegistry {
+    slots: Mutex<HashMap<i32, Arc<CancelSlot>>>,
+}
+
+/// Removes the client's slot when its session ends, however it ends.
+pub struct Registration {
+    registry: Arc<CancelRegistry>,
+    pub slot: Arc<CancelSlot>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.registry.slots.lock() {
+            m.remove(&self.slot.pid);
+        }
+    }
+}
+
+impl CancelRegistry {
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let mut m = match self.slots.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (pid, secret) = loop {
+            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            if pid != 0 && !m.contains_key(&pid) {
+                break (pid, rand::random::<i32>());
+            }
+        };
+        let slot = Arc::new(CancelSlot { pid, secret, server: Mutex::new(None), waiting: Notify::new() });
+        m.insert(pid, slot.clone());
+        Registration { registry: self.clone(), slot }
+    }
+
+    /// Handles one CancelRequest. Like PostgreSQL, never tells the requester anything.
+    pub async fn cancel(&self, pid: i32, secret: i32, timeout: Duration) {
+        let slot = self.slots.lock().ok().and_then(|m| m.get(&pid).cloned());
+        let Some(slot) = slot.filter(|s| s.secret == secret) else {
+            tracing::debug!(pid, "cancel request for an unknown client ignored");
+            return;
+        };
+        metrics::counter!("lsnpool_cancel_requests_total").increment(1);
+        match slot.server() {
+            Some(key) => {
+                let r = tokio::time::timeout(timeout, forward(key)).await;
+                match r {
+                    Ok(Ok(())) => tracing::debug!(pid, server_pid = key.pid, "cancel forwarded"),
+                    Ok(Err(e)) => tracing::warn!(pid, error = %e, "cancel could not reach the server"),
+                    Err(_) => tracing::warn!(pid, "cancel timed out reaching the server"),
+                }
+            }
+            // notify_waiters stores no permit: a cancel sent while idle must not abort a later wait.
+            None => slot.waiting.notify_waiters(),
+        }
+    }
+}
+
+async fn forward(key: ServerKey) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(key.addr).await?;
+    let mut buf = bytes::BytesMut::with_capacity(16);
+    lsnpool_protocol::frontend::cancel_request(&mut buf, key.pid, key.secret);
+    s.write_all(&buf).await?;
+    s.shutdown().await
+}

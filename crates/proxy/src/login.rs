@@ -1,0 +1,252 @@
+//! From TCP accept to ReadyForQuery: SSL/GSS refusal, cancel requests, protocol version
+//! negotiation, database and user lookup, client authentication, the greeting.
+
+use crate::cancel::Registration;
+use crate::client_params::{reported_to_client, session_params};
+use crate::listener::{ClientGuard, Pooler};
+use crate::topology::{ClientSecret, Database, Topology, User};
+use bytes::{Buf, BytesMut};
+use lsnpool_auth::{md5_salt, verify_md5_response, ScramServer};
+use lsnpool_config::ADMIN_DATABASES;
+use lsnpool_pool::ParamSync;
+use lsnpool_protocol::backend::{self, PoolerError, TxStatus};
+use lsnpool_protocol::frame::{read_cstr, read_i32, Header, HEADER_LEN};
+use lsnpool_protocol::sqlstate;
+use lsnpool_protocol::startup::{self, Startup, StartupPacket};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Password and SASL messages are tiny; anything bigger during login is an attack or a bug.
+const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+
+pub enum Accepted {
+    Session(Box<LoggedIn>),
+    Admin { user: String },
+    /// Cancel request served, or the client was refused (it has been told why).
+    Done,
+}
+
+pub struct LoggedIn {
+    pub topology: Arc<Topology>,
+    pub db: Arc<Database>,
+    pub user: Arc<User>,
+    pub params: ParamSync,
+    pub registration: Registration,
+    /// Holds the client's place under max_client_conn for as long as the session lives.
+    pub _guard: ClientGuard,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("client i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client closed the connection during login")]
+    Eof,
+}
+
+pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pooler>) -> Result<Accepted, LoginError> {
+    let startup = loop {
+        let packet = read_startup_packet(stream, buf).await?;
+        let packet = match packet {
+            Ok(p) => p,
+            Err(msg) => return refuse(stream, sqlstate::PROTOCOL_VIOLATION, &msg, None).await,
+        };
+        match packet {
+            // No TLS or GSS encryption yet: 'N' tells the client to go on in plain text.
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
+            StartupPacket::Cancel { pid, secret } => {
+                pooler.cancels.cancel(pid, secret, pooler.topology().config.pooler.server_connect_timeout).await;
+                return Ok(Accepted::Done);
+            }
+            StartupPacket::Startup(s) => break s,
+        }
+    };
+    let mut out = BytesMut::new();
+    negotiate_version(&startup, &mut out);
+
+    let Some(user_name) = startup.param("user").filter(|u| !u.is_empty()) else {
+        return refuse(stream, sqlstate::INVALID_AUTHORIZATION, "no user name specified in startup packet", None).await;
+    };
+    let db_name = startup.param("database").filter(|d| !d.is_empty()).unwrap_or(user_name);
+    if startup.param("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
+        return refuse(stream, sqlstate::FEATURE_NOT_SUPPORTED, "lsnpool does not pool replication connections", Some("connect to the server directly for replication")).await;
+    }
+    let topology = pooler.topology();
+    let Some(user) = topology.users.get(user_name).cloned() else {
+        let msg = format!("user \"{user_name}\" is not configured in lsnpool");
+        return refuse(stream, sqlstate::INVALID_AUTHORIZATION, &msg, Some("add a [[users]] entry for it to pooler.toml")).await;
+    };
+    if !authenticate(stream, buf, &mut out, &user, &topology).await? {
+        let msg = format!("password authentication failed for user \"{user_name}\"");
+        return refuse(stream, sqlstate::INVALID_PASSWORD, &msg, None).await;
+    }
+
+    if ADMIN_DATABASES.contains(&db_name) {
+        stream.write_all(&out).await?;
+        return Ok(Accepted::Admin { user: user_name.to_string() });
+    }
+    let Some(db) = topology.databases.get(db_name).cloned() else {
+        let mut names: Vec<&str> = topology.databases.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let msg = format!("database \"{db_name}\" does not exist in lsnpool");
+        let hint = format!("configured databases: {}", names.join(", "));
+        return refuse_after(stream, out, sqlstate::INVALID_CATALOG_NAME, &msg, Some(&hint)).await;
+    };
+    let Some(guard) = pooler.admit_client(topology.config.pooler.max_client_conn) else {
+        let msg = format!("no more connections allowed (max_client_conn = {})", topology.config.pooler.max_client_conn);
+        return refuse_after(stream, out, sqlstate::TOO_MANY_CONNECTIONS, &msg, Some("raise pooler.max_client_conn or close idle clients")).await;
+    };
+    let params = match session_params(&startup) {
+        Ok(p) => p,
+        Err(msg) => {
+            return refuse_after(stream, out, sqlstate::INVALID_PARAMETER_VALUE, &msg, None).await;
+        }
+    };
+    let Some(pools) = topology.pools(&db.cluster, &user.name) else {
+        return refuse_after(stream, out, sqlstate::INVALID_CATALOG_NAME, "no pool for this database and user", None).await;
+    };
+    let server_params = match pools.primary.manager().reported_params() {
+        Some(p) => p,
+        // The first client of a pool waits for one login to learn what the server reports.
+        None => match pools.primary.get().await {
+            Ok(conn) => {
+                drop(conn);
+                pools.primary.manager().reported_params().unwrap_or_default()
+            }
+            Err(e) => {
+                    let msg = format!("could not connect to the primary of \"{}\": {e}", db.cluster);
+                return refuse_after(stream, out, sqlstate::CANNOT_CONNECT_NOW, &msg, None).await;
+            }
+        },
+    };
+    let registration = pooler.cancels.register();
+    for (k, v) in reported_to_client(&server_params, &params) {
+        backend::parameter_status(&mut out, &k, &v);
+    }
+    backend::backend_key_data(&mut out, registration.slot.pid, registration.slot.secret());
+    backend::ready_for_query(&mut out, TxStatus::Idle);
+    if let Err(e) = stream.write_all(&out).await {
+        return Err(e.into());
+    }
+    Ok(Accepted::Session(Box::new(LoggedIn { topology, db, user, params, registration, _guard: guard })))
+}
+
+/// Protocol 3.2 and `_pq_.` options are not spoken here: NegotiateProtocolVersion says 3.0.
+fn negotiate_version(startup: &Startup, out: &mut BytesMut) {
+    let unknown: Vec<&str> = startup.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
+    if startup.minor > 0 || !unknown.is_empty() {
+        backend::negotiate_protocol_version(out, 0, &unknown);
+    }
+}
+
+async fn authenticate(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &User,
+    topology: &Topology,
+) -> Result<bool, LoginError> {
+    let ok = match (&user.client_secret, topology.config.pooler.auth_type) {
+        (_, lsnpool_config::AuthType::Trust) | (None, _) => true,
+        (Some(ClientSecret::Md5(secret)), _) => {
+            let salt = md5_salt();
+            backend::auth_md5(out, salt);
+            stream.write_all(out).await?;
+            out.clear();
+            let frame = read_auth_message(stream, buf).await?;
+            let mut pos = HEADER_LEN;
+            let response = read_cstr(&frame, &mut pos).unwrap_or_default();
+            verify_md5_response(secret, &user.name, salt, response)
+        }
+        (Some(ClientSecret::Scram(verifier)), _) => {
+            backend::auth_sasl(out, &["SCRAM-SHA-256"]);
+            stream.write_all(out).await?;
+            out.clear();
+            let mut server = ScramServer::new(verifier);
+            let frame = read_auth_message(stream, buf).await?;
+            let mut pos = HEADER_LEN;
+            let mechanism = read_cstr(&frame, &mut pos).unwrap_or_default();
+            let len = read_i32(&frame, &mut pos).unwrap_or(-1);
+            let data = frame.get(pos..).unwrap_or_default();
+            if mechanism != b"SCRAM-SHA-256" || len < 0 || len as usize != data.len() {
+                false
+            } else {
+                match server.client_first(data) {
+                    Err(_) => false,
+                    Ok(first) => {
+                        backend::auth_sasl_continue(out, &first);
+                        stream.write_all(out).await?;
+                        out.clear();
+                        let frame = read_auth_message(stream, buf).await?;
+                        match server.client_final(&frame[HEADER_LEN..]) {
+                            Ok(fin) => {
+                                backend::auth_sasl_final(out, &fin);
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if ok {
+        backend::auth_ok(out);
+    }
+    Ok(ok)
+}
+
+/// Reads one 'p' message during authentication.
+async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut, LoginError> {
+    loop {
+        match Header::parse(buf, MAX_AUTH_MESSAGE) {
+            Ok(Some(h)) if buf.len() >= h.frame_len => {
+                if h.tag != lsnpool_protocol::frontend::PASSWORD {
+                    // Anything else here ends the login, as PostgreSQL does.
+                    return Err(LoginError::Eof);
+                }
+                return Ok(buf.split_to(h.frame_len));
+            }
+            Ok(_) => {}
+            Err(_) => return Err(LoginError::Eof),
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(LoginError::Eof);
+        }
+    }
+}
+
+async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Result<StartupPacket, String>, LoginError> {
+    loop {
+        match startup::packet_len(buf) {
+            Err(e) => return Ok(Err(e.to_string())),
+            Ok(Some(len)) if buf.len() >= len => {
+                let packet = buf.split_to(len);
+                return Ok(startup::parse(&packet).map_err(|e| e.to_string()));
+            }
+            Ok(_) => {}
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(LoginError::Eof);
+        }
+    }
+}
+
+async fn refuse(stream: &mut TcpStream, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
+    refuse_after(stream, BytesMut::new(), code, msg, hint).await
+}
+
+/// Sends what was queued (e.g. NegotiateProtocolVersion), then a FATAL error.
+async fn refuse_after(stream: &mut TcpStream, mut out: BytesMut, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
+    tracing::info!(sqlstate = code, reason = msg, "client refused");
+    metrics::counter!("lsnpool_client_login_failures_total", "sqlstate" => code.to_string()).increment(1);
+    let mut e = PoolerError::fatal(code, msg);
+    e.hint = hint;
+    backend::error_response(&mut out, &e);
+    stream.write_all(&out).await?;
+    let _ = stream.shutdown().await;
+    // Don't let the rest of a garbage packet look like a protocol message.
+    let _ = out.remaining();
+    Ok(Accepted::Done)
+}

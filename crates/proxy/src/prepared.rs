@@ -1,0 +1,73 @@
+//! A client's named prepared statements, kept by the pooler so they can follow the client to
+//! any server connection (see `lsnpool_pool::StatementCache` for the server side).
+
+use bytes::Bytes;
+use std::collections::HashMap;
+
+pub struct ClientStatement {
+    /// Parse body (query, NUL, parameter types): what the server must prepare.
+    pub body: Bytes,
+    pub hash: u64,
+}
+
+#[derive(Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Bytes, ClientStatement>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&ClientStatement> {
+        self.by_name.get(name)
+    }
+
+    pub fn insert(&mut self, name: &[u8], body: &[u8]) -> &ClientStatement {
+        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body) };
+        let name = Bytes::copy_from_slice(name);
+        self.by_name.insert(name.clone(), stmt);
+        &self.by_name[&name]
+    }
+
+    pub fn remove(&mut self, name: &[u8]) {
+        self.by_name.remove(name);
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+}
+
+/// A fast non-cryptographic hash (FxHash's mixing); equality of bodies is always checked too.
+pub fn body_hash(body: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = body.len() as u64;
+    let mut chunks = body.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_distinguishes_small_changes() {
+        assert_ne!(body_hash(b"SELECT 1\0\0\0"), body_hash(b"SELECT 2\0\0\0"));
+        assert_ne!(body_hash(b""), body_hash(b"\0"));
+        assert_eq!(body_hash(b"same text"), body_hash(b"same text"));
+    }
+
+    #[test]
+    fn names_map_to_bodies() {
+        let mut s = ClientStatements::default();
+        s.insert(b"s1", b"SELECT 1\0\0\0");
+        assert_eq!(&s.get(b"s1").unwrap().body[..], b"SELECT 1\0\0\0");
+        s.remove(b"s1");
+        assert!(s.get(b"s1").is_none());
+    }
+}

@@ -1,0 +1,597 @@
+//! One transaction's worth of relaying between a client and the server connection lent to it.
+//!
+//! Bytes move in runs: frames are forwarded as contiguous slices of the read buffer, and when
+//! nothing must be rewritten they are written straight from it, so a typical reply costs one
+//! read and one write and no copy. Frames are decoded only where the pooler must act:
+//! - client Parse/Bind/Describe/Close of *named* statements are renamed to the server's shared
+//!   `lsnpool_<id>` statements (a Parse the server already has becomes a Close of a name that
+//!   does not exist, whose CloseComplete is turned back into the ParseComplete the client
+//!   expects, in order and without an extra round trip);
+//! - server ParseComplete/CloseComplete are matched against what was sent, so answers to
+//!   statements the pooler prepared on its own are swallowed;
+//! - ReadyForQuery ends the transaction once no Sync is outstanding and the server is idle.
+
+use crate::prepared::ClientStatements;
+use bytes::{Buf, Bytes, BytesMut};
+use lsnpool_pool::{statement_name, ParamSync, ServerConn, StatementId};
+use lsnpool_protocol::backend::{self, TxStatus};
+use lsnpool_protocol::frame::{Frames, Header};
+use lsnpool_protocol::frontend;
+use std::collections::VecDeque;
+use std::io;
+use tokio::net::TcpStream;
+
+/// Stop reading a side once this much is waiting to be written to the other: a slow reader
+/// throttles the sender instead of growing our memory.
+const HIGH_WATER: usize = 256 * 1024;
+/// A server message bigger than this that the pooler does not inspect is streamed through
+/// instead of buffered whole.
+const STREAM_THRESHOLD: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+/// A Close for this name never finds anything, which is the point: its CloseComplete holds
+/// the place of a ParseComplete the server is not asked to produce.
+const NO_SUCH_STATEMENT: &[u8] = b"lsnpool_none";
+
+/// The client's socket and buffers; buffers are empty (unallocated) while the client idles.
+pub struct ClientIo {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+    pub max_message_size: usize,
+}
+
+/// Session state the relay reads and updates.
+pub struct SessionState<'a> {
+    pub statements: &'a mut ClientStatements,
+    pub params: &'a mut ParamSync,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The transaction is over; the server connection is idle and clean.
+    Done,
+    /// The client went away. `server_idle` says whether the server is at a message boundary
+    /// with nothing outstanding (then `status` tells whether a ROLLBACK is needed).
+    ClientGone { server_idle: bool, status: TxStatus },
+    /// The server connection failed; the client has been told and must be closed.
+    ServerLost,
+    /// The client broke the protocol; it has been told and must be closed.
+    ClientViolation,
+}
+
+/// What one outstanding server response stands for.
+enum ParseAnswer {
+    /// The client's own Parse: forward its ParseComplete. `undo` forgets what the pooler
+    /// recorded if the Parse fails.
+    Forward(Option<Undo>),
+    /// A Parse the pooler added to prepare a statement a Bind/Describe needs: swallow it.
+    Swallow(Undo),
+}
+
+enum CloseAnswer {
+    Forward,
+    /// Stands in for a skipped Parse: becomes a ParseComplete.
+    AsParseComplete,
+}
+
+struct Undo {
+    hash: u64,
+    client_name: Option<Bytes>,
+}
+
+/// Bookkeeping of what the server still owes the client.
+#[derive(Default)]
+struct Outstanding {
+    /// Sync/Query/FunctionCall sent whose ReadyForQuery has not arrived.
+    ready: usize,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    /// Counts of ReadyForQuery-terminated segments sent and answered: an entry queued while
+    /// `sent == k` is answered before the (k+1)th ReadyForQuery.
+    sent: u64,
+    answered: u64,
+    parses: VecDeque<(u64, ParseAnswer)>,
+    closes: VecDeque<(u64, CloseAnswer)>,
+}
+
+impl Outstanding {
+    fn idle(&self) -> bool {
+        self.ready == 0 && !self.unsynced
+    }
+}
+
+pub struct Relay<'c, 's, 'st> {
+    client: &'c mut ClientIo,
+    server: &'s mut ServerConn,
+    state: SessionState<'st>,
+    to_server: BytesMut,
+    out: Outstanding,
+    status: TxStatus,
+    /// Bytes of a big uninspected server message still to stream through.
+    streaming: usize,
+    pub stats: RelayStats,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct RelayStats {
+    pub queries: u64,
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+    /// SQLSTATE of the first error the server raised, if any.
+    pub first_error: Option<[u8; 5]>,
+}
+
+impl<'c, 's, 'st> Relay<'c, 's, 'st> {
+    pub fn new(client: &'c mut ClientIo, server: &'s mut ServerConn, state: SessionState<'st>) -> Self {
+        Relay {
+            client,
+            server,
+            state,
+            to_server: BytesMut::new(),
+            out: Outstanding::default(),
+            status: TxStatus::Idle,
+            streaming: 0,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Runs until the transaction ends. The client's first message(s) are already in its
+    /// read buffer.
+    pub async fn run(&mut self) -> Outcome {
+        match self.pump_client() {
+            Ok(ClientStep::Continue) => {}
+            Ok(ClientStep::Gone) => return self.client_gone(),
+            Err(v) => return self.violation(v),
+        }
+        if self.flush_server_now().is_err() {
+            return self.server_lost();
+        }
+        loop {
+            if self.transaction_over() {
+                return Outcome::Done;
+            }
+            let want_client = self.to_server.len() < HIGH_WATER;
+            let want_server = self.client.wbuf.len() < HIGH_WATER;
+            tokio::select! {
+                r = self.server.stream.readable(), if want_server => {
+                    if r.is_err() || self.read_server().is_err() {
+                        return self.server_lost();
+                    }
+                }
+                r = self.client.stream.readable(), if want_client => {
+                    if r.is_err() {
+                        return self.client_gone();
+                    }
+                    match self.read_client() {
+                        Ok(ClientStep::Continue) => {}
+                        Ok(ClientStep::Gone) => return self.client_gone(),
+                        Err(v) => return self.violation(v),
+                    }
+                    if self.flush_server_now().is_err() {
+                        return self.server_lost();
+                    }
+                }
+                r = self.server.stream.writable(), if !self.to_server.is_empty() => {
+                    if r.is_err() || self.flush_server_now().is_err() {
+                        return self.server_lost();
+                    }
+                }
+                r = self.client.stream.writable(), if !self.client.wbuf.is_empty() => {
+                    if r.is_err() || flush_now(&self.client.stream, &mut self.client.wbuf).is_err() {
+                        return self.client_gone();
+                    }
+                }
+            }
+        }
+    }
+
+    fn transaction_over(&self) -> bool {
+        self.out.idle() && self.status == TxStatus::Idle && self.streaming == 0 && self.to_server.is_empty()
+            && self.out.sent > 0
+    }
+
+    fn client_gone(&mut self) -> Outcome {
+        Outcome::ClientGone {
+            server_idle: self.out.idle() && self.streaming == 0 && self.to_server.is_empty() && self.server.buf.is_empty(),
+            status: self.status,
+        }
+    }
+
+    fn server_lost(&mut self) -> Outcome {
+        self.server.broken = true;
+        let e = backend::PoolerError::fatal(
+            lsnpool_protocol::sqlstate::CONNECTION_FAILURE,
+            "server connection lost during the transaction; it did not commit unless the server confirmed it",
+        );
+        backend::error_response(&mut self.client.wbuf, &e);
+        Outcome::ServerLost
+    }
+
+    fn violation(&mut self, v: Violation) -> Outcome {
+        let e = backend::PoolerError::fatal(lsnpool_protocol::sqlstate::PROTOCOL_VIOLATION, &v.0);
+        backend::error_response(&mut self.client.wbuf, &e);
+        Outcome::ClientViolation
+    }
+
+    fn read_client(&mut self) -> Result<ClientStep, Violation> {
+        self.client.rbuf.reserve(READ_CHUNK);
+        match self.client.stream.try_read_buf(&mut self.client.rbuf) {
+            Ok(0) => return Ok(ClientStep::Gone),
+            Ok(n) => self.stats.bytes_from_client += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ClientStep::Continue),
+            Err(_) => return Ok(ClientStep::Gone),
+        }
+        self.pump_client()
+    }
+
+    /// Forwards every complete client frame in the read buffer, rewriting what must be.
+    fn pump_client(&mut self) -> Result<ClientStep, Violation> {
+        let rbuf = std::mem::take(&mut self.client.rbuf);
+        let r = self.forward_client_frames(&rbuf);
+        let consumed = match r {
+            Ok((consumed, step)) => {
+                if step == ClientStep::Gone {
+                    return Ok(step);
+                }
+                consumed
+            }
+            Err(v) => return Err(v),
+        };
+        self.client.rbuf = rbuf;
+        self.client.rbuf.advance(consumed);
+        Ok(ClientStep::Continue)
+    }
+
+    fn forward_client_frames(&mut self, buf: &[u8]) -> Result<(usize, ClientStep), Violation> {
+        let mut frames = Frames::new(buf, self.client.max_message_size);
+        let mut run_start = 0;
+        let mut pos = 0;
+        for item in &mut frames {
+            let (h, frame) = item.map_err(|e| Violation(e.to_string()))?;
+            let start = pos;
+            pos += h.frame_len;
+            match h.tag {
+                frontend::PARSE => {
+                    self.out.unsynced = true;
+                    self.stats.client_parses += 1;
+                    let p = frontend::parse_parse(frame).ok_or_else(|| Violation::malformed("Parse"))?;
+                    if !p.name.is_empty() {
+                        self.to_server.extend_from_slice(&buf[run_start..start]);
+                        run_start = pos;
+                        self.named_parse(p.name, p.body);
+                        continue;
+                    }
+                    self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
+                }
+                frontend::BIND => {
+                    self.out.unsynced = true;
+                    self.stats.binds += 1;
+                    let b = frontend::parse_bind(frame).ok_or_else(|| Violation::malformed("Bind"))?;
+                    if !b.statement.is_empty() {
+                        if let Some(id) = self.ensure_prepared(b.statement, &buf[run_start..start]) {
+                            run_start = pos;
+                            let name = self.name_buf(id);
+                            frontend::bind_renamed(&mut self.to_server, &b, &name);
+                        }
+                    }
+                }
+                frontend::DESCRIBE => {
+                    self.out.unsynced = true;
+                    let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Describe"))?;
+                    if kind == b'S' && !name.is_empty() {
+                        if let Some(id) = self.ensure_prepared(name, &buf[run_start..start]) {
+                            run_start = pos;
+                            let name = self.name_buf(id);
+                            frontend::target(&mut self.to_server, frontend::DESCRIBE, b'S', &name);
+                        }
+                    }
+                }
+                frontend::CLOSE => {
+                    self.out.unsynced = true;
+                    let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Close"))?;
+                    self.out.closes.push_back((self.out.sent, CloseAnswer::Forward));
+                    if kind == b'S' && !name.is_empty() {
+                        // The server statement is shared with other clients: only this client
+                        // forgets it. The Close still goes out so CloseComplete comes in order.
+                        self.state.statements.remove(name);
+                        self.to_server.extend_from_slice(&buf[run_start..start]);
+                        run_start = pos;
+                        frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
+                    }
+                }
+                frontend::EXECUTE | frontend::FLUSH => self.out.unsynced = true,
+                frontend::SYNC => self.segment_sent(false),
+                frontend::QUERY => {
+                    self.stats.queries += 1;
+                    self.segment_sent(true);
+                    if let Some(sql) = frontend::parse_query(frame) {
+                        self.note_session_reset(sql);
+                    }
+                }
+                frontend::FUNCTION_CALL => self.segment_sent(true),
+                frontend::TERMINATE => {
+                    self.to_server.extend_from_slice(&buf[run_start..start]);
+                    return Ok((pos, ClientStep::Gone));
+                }
+                _ => {} // CopyData/CopyDone/CopyFail and anything else: passed through
+            }
+        }
+        // A frame too large for max_message_size must fail now, not after buffering it.
+        frames.pending().map_err(|e| Violation(e.to_string()))?;
+        self.to_server.extend_from_slice(&buf[run_start..pos]);
+        Ok((pos, ClientStep::Continue))
+    }
+
+    fn segment_sent(&mut self, simple: bool) {
+        if !simple {
+            self.out.unsynced = false;
+        }
+        self.out.ready += 1;
+        self.out.sent += 1;
+    }
+
+    /// DISCARD ALL / DEALLOCATE ALL drop every statement of the server session, and
+    /// DISCARD ALL / RESET ALL its parameters: our records of them must go too.
+    fn note_session_reset(&mut self, sql: &[u8]) {
+        // Cheap pre-check so ordinary queries pay nothing here.
+        let first = sql.iter().find(|b| !b.is_ascii_whitespace()).map(u8::to_ascii_lowercase);
+        if !matches!(first, Some(b'd' | b'r')) {
+            return;
+        }
+        let words: Vec<&[u8]> = sql
+            .split(|b| b.is_ascii_whitespace() || *b == b';')
+            .filter(|w| !w.is_empty())
+            .take(3)
+            .collect();
+        let is = |w: &[u8], s: &str| w.eq_ignore_ascii_case(s.as_bytes());
+        let (drops_statements, drops_params) = match words.as_slice() {
+            [a, b, ..] if is(a, "discard") && is(b, "all") => (true, true),
+            [a, b, ..] if is(a, "deallocate") && is(b, "all") => (true, false),
+            [a, b, c, ..] if is(a, "deallocate") && is(b, "prepare") && is(c, "all") => (true, false),
+            [a, b, ..] if is(a, "reset") && is(b, "all") => (false, true),
+            _ => (false, false),
+        };
+        if drops_statements {
+            self.state.statements.clear();
+            self.server.statements.clear();
+        }
+        if drops_params {
+            self.server.params = ParamSync::default();
+        }
+    }
+
+    fn name_buf(&self, id: StatementId) -> BytesMut {
+        let mut name = BytesMut::with_capacity(24);
+        statement_name(&mut name, id);
+        name
+    }
+
+    fn named_parse(&mut self, client_name: &[u8], body: &[u8]) {
+        let stmt = self.state.statements.insert(client_name, body);
+        let (hash, body) = (stmt.hash, stmt.body.clone());
+        if self.server.statements.get(hash, &body).is_some() {
+            frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
+            self.out.closes.push_back((self.out.sent, CloseAnswer::AsParseComplete));
+            return;
+        }
+        let id = StatementId::next();
+        let name = self.name_buf(id);
+        frontend::parse_with_body(&mut self.to_server, &name, &body);
+        self.server.statements.insert(hash, body, id);
+        self.stats.server_parses += 1;
+        let undo = Undo { hash, client_name: Some(Bytes::copy_from_slice(client_name)) };
+        self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(Some(undo))));
+    }
+
+    /// The server statement for the client's `name`, preparing it first if this server
+    /// connection lacks it; `preceding` is the run of frames before this one, flushed first
+    /// so the order on the wire is kept. `None` for a name the client never prepared: the
+    /// message then goes out unchanged and the server raises the error PostgreSQL would.
+    fn ensure_prepared(&mut self, name: &[u8], preceding: &[u8]) -> Option<StatementId> {
+        let stmt = self.state.statements.get(name)?;
+        let (hash, body) = (stmt.hash, stmt.body.clone());
+        self.to_server.extend_from_slice(preceding);
+        if let Some(id) = self.server.statements.get(hash, &body) {
+            return Some(id);
+        }
+        let id = StatementId::next();
+        let server_name = self.name_buf(id);
+        frontend::parse_with_body(&mut self.to_server, &server_name, &body);
+        self.server.statements.insert(hash, body, id);
+        self.stats.server_parses += 1;
+        self.out.parses.push_back((self.out.sent, ParseAnswer::Swallow(Undo { hash, client_name: None })));
+        Some(id)
+    }
+
+    fn flush_server_now(&mut self) -> io::Result<()> {
+        flush_now(&self.server.stream, &mut self.to_server)
+    }
+
+    fn read_server(&mut self) -> io::Result<()> {
+        self.server.buf.reserve(READ_CHUNK);
+        match self.server.stream.try_read_buf(&mut self.server.buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let buf = std::mem::take(&mut self.server.buf);
+        let r = self.forward_server_frames(&buf);
+        self.server.buf = buf;
+        let consumed = r?;
+        self.server.buf.advance(consumed);
+        Ok(())
+    }
+
+    /// Forwards complete server frames, handling the inspected ones; returns bytes consumed.
+    fn forward_server_frames(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut pos = 0;
+        if self.streaming > 0 {
+            let n = self.streaming.min(buf.len());
+            self.client.wbuf.extend_from_slice(&buf[..n]);
+            self.streaming -= n;
+            pos = n;
+            if self.streaming > 0 {
+                self.stats.bytes_to_client += n as u64;
+                return Ok(pos);
+            }
+        }
+        let mut run_start = pos;
+        let mut frames = Frames::new(&buf[pos..], usize::MAX);
+        for item in &mut frames {
+            let (h, frame) = item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let start = pos;
+            pos += h.frame_len;
+            match h.tag {
+                backend::PARSE_COMPLETE => {
+                    if let Some((_, ParseAnswer::Swallow(_))) = self.out.parses.pop_front() {
+                        self.client.wbuf.extend_from_slice(&buf[run_start..start]);
+                        run_start = pos;
+                    }
+                }
+                backend::CLOSE_COMPLETE => {
+                    if let Some((_, CloseAnswer::AsParseComplete)) = self.out.closes.pop_front() {
+                        self.client.wbuf.extend_from_slice(&buf[run_start..start]);
+                        run_start = pos;
+                        backend::parse_complete(&mut self.client.wbuf);
+                    }
+                }
+                backend::ERROR_RESPONSE => self.server_error(frame),
+                backend::READY_FOR_QUERY => {
+                    self.status = backend::parse_ready_for_query(frame)
+                        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad ReadyForQuery"))?;
+                    self.out.ready = self.out.ready.saturating_sub(1);
+                    self.out.answered += 1;
+                    self.drop_unanswered(self.out.answered);
+                }
+                backend::PARAMETER_STATUS => self.track_parameter(frame),
+                _ => {}
+            }
+        }
+        // A big message nobody needs to read is streamed through rather than buffered whole.
+        if let Ok(Some(h)) = frames.pending() {
+            let have = buf.len() - pos;
+            if h.frame_len > STREAM_THRESHOLD && !inspected(h.tag) {
+                self.streaming = h.frame_len - have;
+                pos = buf.len();
+            }
+        }
+        self.stats.bytes_to_client += (pos - run_start) as u64;
+        send_run(&self.client.stream, &buf[run_start..pos], &mut self.client.wbuf);
+        Ok(pos)
+    }
+
+    /// After an error the server skips everything up to Sync: what was queued for those
+    /// messages will never be answered.
+    fn server_error(&mut self, frame: &[u8]) {
+        let f = backend::parse_error_fields(frame);
+        if self.stats.first_error.is_none() {
+            if let Ok(code) = <[u8; 5]>::try_from(f.code) {
+                self.stats.first_error = Some(code);
+            }
+        }
+        self.drop_unanswered(self.out.answered + 1);
+    }
+
+    /// Drops queue entries of segments before `segment_end`, undoing what their Parses
+    /// recorded: those statements were never created.
+    fn drop_unanswered(&mut self, segment_end: u64) {
+        while self.out.parses.front().is_some_and(|(seg, _)| *seg < segment_end) {
+            if let Some((_, answer)) = self.out.parses.pop_front() {
+                let undo = match answer {
+                    ParseAnswer::Forward(u) => u,
+                    ParseAnswer::Swallow(u) => Some(u),
+                };
+                if let Some(u) = undo {
+                    self.server.statements.forget(u.hash);
+                    if let Some(name) = u.client_name {
+                        self.state.statements.remove(&name);
+                    }
+                }
+            }
+        }
+        while self.out.closes.front().is_some_and(|(seg, _)| *seg < segment_end) {
+            self.out.closes.pop_front();
+        }
+    }
+
+    /// A client's `SET TimeZone …` reaches us as ParameterStatus: it is now part of the
+    /// client's session (and of this server's), so it follows the client to other servers.
+    fn track_parameter(&mut self, frame: &[u8]) {
+        let Some((name, value)) = backend::parse_parameter_status(frame) else { return };
+        let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else { return };
+        let lower = name.to_ascii_lowercase();
+        if lsnpool_pool::is_tracked_reported(&lower) {
+            self.state.params.set(&lower, value);
+            self.server.params.set(&lower, value);
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum ClientStep {
+    Continue,
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct Violation(pub String);
+
+impl Violation {
+    fn malformed(what: &str) -> Violation {
+        Violation(format!("malformed {what} message"))
+    }
+}
+
+fn inspected(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::ERROR_RESPONSE
+            | backend::READY_FOR_QUERY
+            | backend::PARSE_COMPLETE
+            | backend::CLOSE_COMPLETE
+            | backend::PARAMETER_STATUS
+    )
+}
+
+/// Writes `run`, straight from the read buffer when nothing is queued before it; whatever the
+/// socket does not take now is queued in `pending`.
+pub fn send_run(stream: &TcpStream, run: &[u8], pending: &mut BytesMut) {
+    if run.is_empty() {
+        let _ = flush_now(stream, pending);
+        return;
+    }
+    if pending.is_empty() {
+        let n = match stream.try_write(run) {
+            Ok(n) => n,
+            Err(_) => 0, // WouldBlock, or an error the next write will report
+        };
+        pending.extend_from_slice(&run[n..]);
+    } else {
+        pending.extend_from_slice(run);
+        let _ = flush_now(stream, pending);
+    }
+}
+
+/// Writes as much of `pending` as the socket takes without waiting.
+pub fn flush_now(stream: &TcpStream, pending: &mut BytesMut) -> io::Result<()> {
+    while !pending.is_empty() {
+        match stream.try_write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => pending.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    if pending.capacity() > 4 * HIGH_WATER {
+        *pending = BytesMut::new();
+    }
+    Ok(())
+}
+
+pub fn peek_header(buf: &[u8], max: usize) -> Result<Option<Header>, lsnpool_protocol::FrameError> {
+    Header::parse(buf, max)
+}

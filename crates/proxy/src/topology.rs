@@ -1,0 +1,141 @@
+//! What the config describes, made live: database names clients may ask for, and the server
+//! connection pools behind them.
+
+use lsnpool_auth::{Secret, ScramVerifier};
+use lsnpool_config::{Config, PoolMode};
+use lsnpool_pool::{NodePool, PoolSettings, ServerManager, ServerTarget};
+use lsnpool_router::Consistency;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A database name a client can connect to: a cluster under its own name or an alias.
+pub struct Database {
+    pub name: String,
+    pub cluster: Arc<str>,
+    pub consistency: Consistency,
+}
+
+/// The pools of one cluster for one user.
+pub struct ClusterPools {
+    pub primary: NodePool,
+    pub replicas: Vec<NodePool>,
+}
+
+pub struct User {
+    pub name: String,
+    /// What clients must prove; derived once at load (PBKDF2 is slow).
+    pub client_secret: Option<ClientSecret>,
+}
+
+pub enum ClientSecret {
+    Scram(ScramVerifier),
+    Md5(Secret),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("config key `users[{index}].password`: {problem}")]
+    Secret { index: usize, problem: String },
+    #[error("cannot build pool for {label}: {problem}")]
+    Pool { label: String, problem: String },
+}
+
+pub struct Topology {
+    pub config: Arc<Config>,
+    pub databases: HashMap<String, Arc<Database>>,
+    pub users: HashMap<String, Arc<User>>,
+    /// (cluster, user) → pools.
+    pools: HashMap<(Arc<str>, String), Arc<ClusterPools>>,
+}
+
+impl Topology {
+    pub fn build(config: Arc<Config>) -> Result<Topology, TopologyError> {
+        let mut databases = HashMap::new();
+        for (name, cl) in &config.clusters {
+            let cluster: Arc<str> = Arc::from(name.as_str());
+            let own = cl.consistency.unwrap_or(config.routing.consistency);
+            databases.insert(name.clone(), Arc::new(Database { name: name.clone(), cluster: cluster.clone(), consistency: own }));
+            for (alias, consistency) in &cl.aliases {
+                databases.insert(
+                    alias.clone(),
+                    Arc::new(Database { name: alias.clone(), cluster: cluster.clone(), consistency: *consistency }),
+                );
+            }
+        }
+
+        let mut users = HashMap::new();
+        for (index, u) in config.users.iter().enumerate() {
+            let client_secret = match (&u.password, config.pooler.auth_type) {
+                (None, _) | (_, lsnpool_config::AuthType::Trust) => None,
+                (Some(p), auth) => {
+                    let secret = Secret::parse(p).map_err(|e| TopologyError::Secret { index, problem: e.to_string() })?;
+                    Some(match auth {
+                        lsnpool_config::AuthType::Md5 => ClientSecret::Md5(secret),
+                        _ => ClientSecret::Scram(match secret {
+                            Secret::Scram(v) => v,
+                            Secret::Plain(p) => ScramVerifier::from_password(&p, 4096),
+                            Secret::Md5(_) => {
+                                return Err(TopologyError::Secret {
+                                    index,
+                                    problem: "an md5 hash can't answer SCRAM: give the plain password, a SCRAM verifier, or set pooler.auth_type = \"md5\"".into(),
+                                })
+                            }
+                        }),
+                    })
+                }
+            };
+            users.insert(u.name.clone(), Arc::new(User { name: u.name.clone(), client_secret }));
+        }
+
+        let mut pools = HashMap::new();
+        for (name, cl) in &config.clusters {
+            let cluster: Arc<str> = Arc::from(name.as_str());
+            for u in &config.users {
+                let size = u.pool_size.or(cl.pool_size).unwrap_or(config.pooler.default_pool_size);
+                let settings = PoolSettings {
+                    max_size: size,
+                    connect_timeout: config.pooler.server_connect_timeout,
+                    lifetime: config.pooler.server_lifetime,
+                    idle_timeout: config.pooler.server_idle_timeout,
+                    wait_timeout: config.pooler.query_wait_timeout,
+                };
+                // Server passwords must be plain text: a verifier can't log in anywhere.
+                let password = u.password.clone().filter(|p| matches!(Secret::parse(p), Ok(Secret::Plain(_))));
+                let make = |addr: &str, role: String| -> Result<NodePool, TopologyError> {
+                    let label: Arc<str> = Arc::from(format!("{name}/{role}"));
+                    let target = ServerTarget {
+                        addr: addr.to_string(),
+                        database: cl.server_database(name).to_string(),
+                        user: u.name.clone(),
+                        password: password.clone(),
+                        label: label.clone(),
+                    };
+                    ServerManager::new(target, settings)
+                        .build_pool()
+                        .map_err(|e| TopologyError::Pool { label: label.to_string(), problem: e.to_string() })
+                };
+                let primary = make(&cl.primary, "primary".into())?;
+                let replicas = cl
+                    .replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, addr)| make(addr, format!("replica{i}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                pools.insert((cluster.clone(), u.name.clone()), Arc::new(ClusterPools { primary, replicas }));
+            }
+        }
+        Ok(Topology { config, databases, users, pools })
+    }
+
+    pub fn pools(&self, cluster: &Arc<str>, user: &str) -> Option<Arc<ClusterPools>> {
+        self.pools.get(&(cluster.clone(), user.to_string())).cloned()
+    }
+
+    pub fn pool_mode(&self) -> PoolMode {
+        self.config.pooler.pool_mode
+    }
+
+    pub fn all_pools(&self) -> impl Iterator<Item = (&(Arc<str>, String), &Arc<ClusterPools>)> {
+        self.pools.iter()
+    }
+}
