@@ -4,9 +4,11 @@
 //! tested and benchmarked on its own.
 
 mod consistency;
+mod decide;
 mod lsn;
 mod route;
 
 pub use consistency::Consistency;
+pub use decide::{decide, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;
 pub use route::{NodeId, Route};

@@ -1,0 +1,254 @@
+//! The routing decision: one pure function of (what the transaction needs, the client's
+//! LSNs, the replicas' last known state).
+
+use crate::{Consistency, Lsn, NodeId, Route};
+use std::time::Duration;
+
+/// What a replica looked like at its last poll, as the router needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub node: NodeId,
+    /// Up, still in recovery, answering polls.
+    pub in_rotation: bool,
+    pub replay_lsn: Lsn,
+    /// Time lag behind the primary (0 when it has replayed everything).
+    pub lag: Duration,
+    /// Transactions running on it through this pooler now.
+    pub outstanding: u32,
+}
+
+/// Why a transaction went to the primary. Counted per reason, shown in SHOW ROUTING.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrimaryReason {
+    /// It writes, locks, calls a writing function, or is a read-write transaction.
+    Write,
+    /// Consistency level `strong` (e.g. the `app_primary` alias).
+    Strong,
+    /// A `/* lsnpool:primary */` hint.
+    Hint,
+    /// Replicas are up but none has replayed the LSN the client needs.
+    LagFallback,
+    /// No replica is in rotation (down, promoted, beyond max_replica_lag, or none configured).
+    NoReplicaUp,
+    /// The statement failed on a replica with 25006 and was retried here.
+    Retry25006,
+}
+
+impl PrimaryReason {
+    pub const ALL: [PrimaryReason; 6] = [
+        PrimaryReason::Write,
+        PrimaryReason::Strong,
+        PrimaryReason::Hint,
+        PrimaryReason::LagFallback,
+        PrimaryReason::NoReplicaUp,
+        PrimaryReason::Retry25006,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrimaryReason::Write => "write",
+            PrimaryReason::Strong => "strong",
+            PrimaryReason::Hint => "hint",
+            PrimaryReason::LagFallback => "lag_fallback",
+            PrimaryReason::NoReplicaUp => "no_replica_up",
+            PrimaryReason::Retry25006 => "retry_25006",
+        }
+    }
+}
+
+/// How the database the client connected to routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoutingMode {
+    /// The cluster's own name: reads to replicas when fresh enough, everything else to the
+    /// primary.
+    Automatic,
+    /// A replica alias (e.g. `app_read`): every statement goes to a replica, so a write
+    /// fails there with the server's own 25006; reads fall back to the primary only when no
+    /// replica is fresh enough.
+    ReplicaOnly,
+}
+
+/// What the router knows about the transaction about to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub mode: RoutingMode,
+    pub consistency: Consistency,
+    /// The transaction (its first statement or batch) must run on the primary.
+    pub writes: bool,
+    pub hint_primary: bool,
+    /// Read-your-writes: the client's last commit LSN.
+    pub last_commit: Lsn,
+    /// Monotonic reads: the replay LSN of the replica the client last read from.
+    pub last_read: Lsn,
+    /// `global`: the newest commit LSN the pooler has seen from anyone.
+    pub global_commit: Lsn,
+    pub max_lag: Duration,
+    /// The replica the client read from last; preferred, as replicas only move forward.
+    pub sticky: Option<NodeId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Replica(NodeId),
+    /// `catch_up` is the freshest replica in rotation that is merely behind: a caller
+    /// allowed to wait (`lsn_wait_timeout`) can wait for it to reach `needed`.
+    Primary { reason: PrimaryReason, catch_up: Option<NodeId>, needed: Lsn },
+}
+
+impl Decision {
+    pub fn route(self) -> Route {
+        match self {
+            Decision::Replica(n) => Route::Replica(n),
+            Decision::Primary { .. } => Route::Primary,
+        }
+    }
+}
+
+/// The LSN a replica must have replayed to serve this request.
+pub fn required_lsn(req: &Request) -> Lsn {
+    match req.consistency {
+        Consistency::ReadYourWrites => req.last_commit.max(req.last_read),
+        Consistency::Global => req.global_commit.max(req.last_commit).max(req.last_read),
+        Consistency::Strong | Consistency::Bounded | Consistency::Eventual => Lsn::ZERO,
+    }
+}
+
+/// Chooses where the transaction runs. Never allocates; O(replicas).
+pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
+    let primary = |reason| Decision::Primary { reason, catch_up: None, needed: Lsn::ZERO };
+    if req.hint_primary {
+        return primary(PrimaryReason::Hint);
+    }
+    if req.consistency == Consistency::Strong {
+        return primary(PrimaryReason::Strong);
+    }
+    if req.writes && req.mode == RoutingMode::Automatic {
+        return primary(PrimaryReason::Write);
+    }
+    // A write on a replica alias only needs a replica to fail on, with the server's 25006.
+    let needed = if req.writes { Lsn::ZERO } else { required_lsn(req) };
+    let mut best: Option<&ReplicaView> = None;
+    let mut freshest_behind: Option<&ReplicaView> = None;
+    let mut any_in_rotation = false;
+    for r in replicas {
+        // max_replica_lag bounds every level but strong: too far behind is out for everyone.
+        if !r.in_rotation || r.lag > req.max_lag {
+            continue;
+        }
+        any_in_rotation = true;
+        if r.replay_lsn < needed {
+            if freshest_behind.is_none_or(|f| r.replay_lsn > f.replay_lsn) {
+                freshest_behind = Some(r);
+            }
+            continue;
+        }
+        if Some(r.node) == req.sticky {
+            return Decision::Replica(r.node);
+        }
+        if best.is_none_or(|b| r.outstanding < b.outstanding) {
+            best = Some(r);
+        }
+    }
+    match best {
+        Some(r) => Decision::Replica(r.node),
+        None if any_in_rotation => Decision::Primary {
+            reason: PrimaryReason::LagFallback,
+            catch_up: freshest_behind.map(|r| r.node),
+            needed,
+        },
+        None => primary(PrimaryReason::NoReplicaUp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> Request {
+        Request {
+            mode: RoutingMode::Automatic,
+            consistency: Consistency::ReadYourWrites,
+            writes: false,
+            hint_primary: false,
+            last_commit: Lsn::ZERO,
+            last_read: Lsn::ZERO,
+            global_commit: Lsn::ZERO,
+            max_lag: Duration::from_secs(10),
+            sticky: None,
+        }
+    }
+
+    fn replica(n: u16, lsn: u64, outstanding: u32) -> ReplicaView {
+        ReplicaView { node: NodeId(n), in_rotation: true, replay_lsn: Lsn(lsn), lag: Duration::ZERO, outstanding }
+    }
+
+    fn reason(d: Decision) -> Option<PrimaryReason> {
+        match d {
+            Decision::Primary { reason, .. } => Some(reason),
+            Decision::Replica(_) => None,
+        }
+    }
+
+    #[test]
+    fn writes_go_to_the_primary() {
+        let d = decide(&Request { writes: true, ..req() }, &[replica(0, 100, 0)]);
+        assert_eq!(reason(d), Some(PrimaryReason::Write));
+    }
+
+    #[test]
+    fn reads_go_to_a_replica_that_has_the_clients_commit() {
+        let r = Request { last_commit: Lsn(150), ..req() };
+        assert_eq!(decide(&r, &[replica(0, 100, 0), replica(1, 200, 5)]), Decision::Replica(NodeId(1)));
+        assert_eq!(decide(&r, &[replica(0, 150, 0)]), Decision::Replica(NodeId(0)));
+    }
+
+    #[test]
+    fn behind_replicas_fall_back_and_name_the_freshest_to_wait_for() {
+        let r = Request { last_commit: Lsn(300), ..req() };
+        let d = decide(&r, &[replica(0, 100, 0), replica(1, 200, 0)]);
+        assert_eq!(d, Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(NodeId(1)), needed: Lsn(300) });
+    }
+
+    #[test]
+    fn monotonic_reads_never_go_back() {
+        let r = Request { last_read: Lsn(180), ..req() };
+        assert_eq!(decide(&r, &[replica(0, 100, 0), replica(1, 200, 9)]), Decision::Replica(NodeId(1)));
+    }
+
+    #[test]
+    fn least_outstanding_wins_and_sticky_beats_it() {
+        let rs = [replica(0, 100, 3), replica(1, 100, 1), replica(2, 100, 2)];
+        assert_eq!(decide(&req(), &rs), Decision::Replica(NodeId(1)));
+        assert_eq!(decide(&Request { sticky: Some(NodeId(2)), ..req() }, &rs), Decision::Replica(NodeId(2)));
+    }
+
+    #[test]
+    fn down_promoted_and_too_laggy_replicas_are_out() {
+        let mut down = replica(0, 500, 0);
+        down.in_rotation = false;
+        let mut laggy = replica(1, 500, 0);
+        laggy.lag = Duration::from_secs(11);
+        let d = decide(&Request { consistency: Consistency::Eventual, ..req() }, &[down, laggy]);
+        assert_eq!(reason(d), Some(PrimaryReason::NoReplicaUp));
+        assert_eq!(reason(decide(&req(), &[])), Some(PrimaryReason::NoReplicaUp));
+    }
+
+    #[test]
+    fn levels() {
+        let rs = [replica(0, 100, 0)];
+        let behind = Request { last_commit: Lsn(200), global_commit: Lsn(300), ..req() };
+        assert_eq!(reason(decide(&Request { consistency: Consistency::Strong, ..req() }, &rs)), Some(PrimaryReason::Strong));
+        assert_eq!(reason(decide(&behind, &rs)), Some(PrimaryReason::LagFallback));
+        let global = Request { consistency: Consistency::Global, last_commit: Lsn::ZERO, ..behind };
+        assert_eq!(reason(decide(&global, &rs)), Some(PrimaryReason::LagFallback));
+        assert_eq!(decide(&Request { consistency: Consistency::Bounded, ..behind }, &rs), Decision::Replica(NodeId(0)));
+        assert_eq!(decide(&Request { consistency: Consistency::Eventual, ..behind }, &rs), Decision::Replica(NodeId(0)));
+    }
+
+    #[test]
+    fn hints_and_replica_only_aliases() {
+        assert_eq!(reason(decide(&Request { hint_primary: true, ..req() }, &[replica(0, 1, 0)])), Some(PrimaryReason::Hint));
+        let alias = Request { mode: RoutingMode::ReplicaOnly, consistency: Consistency::Bounded, writes: true, ..req() };
+        assert_eq!(decide(&alias, &[replica(0, 1, 0)]), Decision::Replica(NodeId(0)));
+    }
+}
