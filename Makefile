@@ -9,11 +9,34 @@ PGENV := testenv/pgenv.sh
 R2_APPLY_DELAY ?= 0
 export R2_APPLY_DELAY
 
-.PHONY: help env-up env-down env-status clean
+.PHONY: help run test build env-up env-down env-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+## ---- the two commands ----
+
+run: ## Build (release), start the local topology, run lsnpool on pooler.toml in the foreground
+	cargo build --release --bin lsnpool
+	$(PGENV) up
+	@echo
+	@echo "lsnpool is starting on 127.0.0.1:6432. In another terminal:"
+	@echo "  psql 'postgresql://postgres:postgres@127.0.0.1:6432/appdb'          # automatic LSN routing"
+	@echo "  psql 'postgresql://postgres:postgres@127.0.0.1:6432/app_read'       # replicas, bounded staleness"
+	@echo "  psql 'postgresql://postgres:postgres@127.0.0.1:6432/app_primary'    # always the primary"
+	@echo "  psql 'postgresql://postgres:postgres@127.0.0.1:6432/lsnpool'        # admin console"
+	@echo "  curl -s http://127.0.0.1:9930/metrics                               # Prometheus"
+	@echo
+	./target/release/lsnpool --config pooler.toml
+
+test: ## All tests: unit, and integration against the real local topology
+	$(PGENV) up
+	@mkdir -p target
+	cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log; exit $${PIPESTATUS[0]}
+
+build: ## Debug build of everything
+	cargo build --workspace --all-targets
 
 ## ---- test environment (primary :55432, r1 :55433, r2 :55434) ----
 

@@ -1,12 +1,16 @@
 //! Client sessions: the listener, login, cancel requests, and the transaction relay.
 
+mod batch;
 mod cancel;
 mod client_params;
 mod listener;
+mod local;
 mod login;
 mod prepared;
 mod relay;
+mod replicas;
 mod session;
+mod stats;
 mod topology;
 
 pub use listener::{serve, Pooler};

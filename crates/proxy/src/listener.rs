@@ -105,7 +105,8 @@ async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::Sock
         Ok(Ok(Accepted::Session(li))) => {
             tracing::info!(client = %peer, user = %li.user.name, database = %li.db.name, "client connected");
             let Some(pools) = li.topology.pools(&li.db.cluster, &li.user.name) else { return };
-            Session::new(stream, *li, pools, peer).run().await;
+            let Some(cluster) = li.topology.cluster_state(&li.db.cluster) else { return };
+            Session::new(stream, *li, pools, cluster, peer).run().await;
         }
     }
 }

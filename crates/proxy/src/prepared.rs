@@ -2,12 +2,15 @@
 //! any server connection (see `lsnpool_pool::StatementCache` for the server side).
 
 use bytes::Bytes;
+use lsnpool_router::Classification;
 use std::collections::HashMap;
 
 pub struct ClientStatement {
     /// Parse body (query, NUL, parameter types): what the server must prepare.
     pub body: Bytes,
     pub hash: u64,
+    /// Classified once at Parse: every Execute of it routes without re-reading the text.
+    pub class: Classification,
 }
 
 #[derive(Default)]
@@ -20,8 +23,8 @@ impl ClientStatements {
         self.by_name.get(name)
     }
 
-    pub fn insert(&mut self, name: &[u8], body: &[u8]) -> &ClientStatement {
-        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body) };
+    pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification) -> &ClientStatement {
+        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class };
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt);
         &self.by_name[&name]
@@ -65,7 +68,7 @@ mod tests {
     #[test]
     fn names_map_to_bodies() {
         let mut s = ClientStatements::default();
-        s.insert(b"s1", b"SELECT 1\0\0\0");
+        s.insert(b"s1", b"SELECT 1\0\0\0", lsnpool_router::classify("SELECT 1"));
         assert_eq!(&s.get(b"s1").unwrap().body[..], b"SELECT 1\0\0\0");
         s.remove(b"s1");
         assert!(s.get(b"s1").is_none());

@@ -13,6 +13,8 @@
 
 use crate::prepared::ClientStatements;
 use bytes::{Buf, Bytes, BytesMut};
+use lsnpool_router::{classify_bytes as classify_sql, Classification, StatementClass};
+use lsnpool_router::Lsn;
 use lsnpool_pool::{statement_name, ParamSync, ServerConn, StatementId};
 use lsnpool_protocol::backend::{self, TxStatus};
 use lsnpool_protocol::frame::{Frames, Header};
@@ -57,6 +59,30 @@ pub enum Outcome {
     ServerLost,
     /// The client broke the protocol; it has been told and must be closed.
     ClientViolation,
+    /// A replica refused a write (25006) before the client saw anything: the replica
+    /// connection is idle again, and these client bytes must be replayed on the primary.
+    RetryOnPrimary(BytesMut),
+}
+
+/// What the relay does beyond relaying, decided by the router for this transaction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RelayPlan {
+    /// Learn the commit LSN of transactions that may have written (primary routes).
+    pub capture_lsn: bool,
+    /// Hold the replies of a replica-routed transaction until its first row, so a 25006
+    /// (the statement wrote after all) can be retried on the primary unseen.
+    pub retry_guard: bool,
+}
+
+/// The statement the pooler appends behind a transaction's last message to learn its commit
+/// LSN: the insert position is at or past the end of the commit record.
+const CAPTURE_SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
+
+struct RetryGuard {
+    /// Every client byte sent to the replica, to replay on the primary.
+    saved: BytesMut,
+    /// Length of the client's output buffer when the transaction began.
+    mark: usize,
 }
 
 /// What one outstanding server response stands for.
@@ -110,6 +136,23 @@ pub struct Relay<'c, 's, 'st> {
     /// Bytes of a big uninspected server message still to stream through.
     streaming: usize,
     pub stats: RelayStats,
+    plan: RelayPlan,
+    /// Whether the client's messages so far leave a transaction block open.
+    predicted_in_txn: bool,
+    /// A statement that may have written ran since the last LSN capture.
+    pub may_write: bool,
+    /// Class of the last unnamed Parse, for the Binds that follow it.
+    unnamed_class: Option<Classification>,
+    /// Segments (by number) that are the pooler's own LSN captures, answered in order.
+    captures: VecDeque<u64>,
+    /// The client's ReadyForQuery, held until its capture answer is read.
+    held_ready: Option<BytesMut>,
+    capture_value: Option<Lsn>,
+    /// The newest commit LSN learned in this transaction.
+    pub captured: Option<Lsn>,
+    guard: Option<RetryGuard>,
+    /// A 25006 was seen under the guard: swallow everything until the replica is idle.
+    retrying: bool,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -125,7 +168,8 @@ pub struct RelayStats {
 }
 
 impl<'c, 's, 'st> Relay<'c, 's, 'st> {
-    pub fn new(client: &'c mut ClientIo, server: &'s mut ServerConn, state: SessionState<'st>) -> Self {
+    pub fn new(client: &'c mut ClientIo, server: &'s mut ServerConn, state: SessionState<'st>, plan: RelayPlan) -> Self {
+        let guard = plan.retry_guard.then(|| RetryGuard { saved: BytesMut::new(), mark: client.wbuf.len() });
         Relay {
             client,
             server,
@@ -135,6 +179,16 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             status: TxStatus::Idle,
             streaming: 0,
             stats: RelayStats::default(),
+            plan,
+            predicted_in_txn: false,
+            may_write: false,
+            unnamed_class: None,
+            captures: VecDeque::new(),
+            held_ready: None,
+            capture_value: None,
+            captured: None,
+            guard,
+            retrying: false,
         }
     }
 
@@ -150,11 +204,16 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             return self.server_lost();
         }
         loop {
+            if self.retrying && self.out.idle() && self.to_server.is_empty() {
+                let saved = self.take_saved();
+                return Outcome::RetryOnPrimary(saved);
+            }
             if self.transaction_over() {
                 return Outcome::Done;
             }
-            let want_client = self.to_server.len() < HIGH_WATER;
-            let want_server = self.client.wbuf.len() < HIGH_WATER;
+            let want_client = self.to_server.len() < HIGH_WATER && !self.retrying;
+            let want_server = self.client.wbuf.len() < HIGH_WATER || self.guard.is_some();
+            let can_write_client = !self.client.wbuf.is_empty() && self.guard.is_none();
             tokio::select! {
                 r = self.server.stream.readable(), if want_server => {
                     if r.is_err() || self.read_server().is_err() {
@@ -179,7 +238,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                         return self.server_lost();
                     }
                 }
-                r = self.client.stream.writable(), if !self.client.wbuf.is_empty() => {
+                r = self.client.stream.writable(), if can_write_client => {
                     if r.is_err() || flush_now(&self.client.stream, &mut self.client.wbuf).is_err() {
                         return self.client_gone();
                     }
@@ -240,6 +299,9 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             }
             Err(v) => return Err(v),
         };
+        if let Some(g) = &mut self.guard {
+            g.saved.extend_from_slice(&rbuf[..consumed]);
+        }
         self.client.rbuf = rbuf;
         self.client.rbuf.advance(consumed);
         Ok(ClientStep::Continue)
@@ -258,18 +320,26 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     self.out.unsynced = true;
                     self.stats.client_parses += 1;
                     let p = frontend::parse_parse(frame).ok_or_else(|| Violation::malformed("Parse"))?;
+                    let class = classify_sql(p.query);
                     if !p.name.is_empty() {
                         self.to_server.extend_from_slice(&buf[run_start..start]);
                         run_start = pos;
-                        self.named_parse(p.name, p.body);
+                        self.named_parse(p.name, p.body, class);
                         continue;
                     }
+                    self.unnamed_class = Some(class);
                     self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
                 }
                 frontend::BIND => {
                     self.out.unsynced = true;
                     self.stats.binds += 1;
                     let b = frontend::parse_bind(frame).ok_or_else(|| Violation::malformed("Bind"))?;
+                    let class = if b.statement.is_empty() {
+                        self.unnamed_class
+                    } else {
+                        self.state.statements.get(b.statement).map(|s| s.class)
+                    };
+                    self.note_statement(class.as_ref());
                     if !b.statement.is_empty() {
                         if let Some(id) = self.ensure_prepared(b.statement, &buf[run_start..start]) {
                             run_start = pos;
@@ -303,12 +373,25 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     }
                 }
                 frontend::EXECUTE | frontend::FLUSH => self.out.unsynced = true,
-                frontend::SYNC => self.segment_sent(false),
+                frontend::SYNC => {
+                    self.segment_sent(false);
+                    if self.capture_due() {
+                        self.to_server.extend_from_slice(&buf[run_start..pos]);
+                        run_start = pos;
+                        self.append_capture();
+                    }
+                }
                 frontend::QUERY => {
                     self.stats.queries += 1;
                     self.segment_sent(true);
-                    if let Some(sql) = frontend::parse_query(frame) {
-                        self.note_session_reset(sql);
+                    let sql = frontend::parse_query(frame).unwrap_or_default();
+                    self.note_session_reset(sql);
+                    let class = classify_sql(sql);
+                    self.note_statement(Some(&class));
+                    if self.capture_due() {
+                        self.to_server.extend_from_slice(&buf[run_start..pos]);
+                        run_start = pos;
+                        self.append_capture();
                     }
                 }
                 frontend::FUNCTION_CALL => self.segment_sent(true),
@@ -369,8 +452,8 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         name
     }
 
-    fn named_parse(&mut self, client_name: &[u8], body: &[u8]) {
-        let stmt = self.state.statements.insert(client_name, body);
+    fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification) {
+        let stmt = self.state.statements.insert(client_name, body, class);
         let (hash, body) = (stmt.hash, stmt.body.clone());
         if self.server.statements.get(hash, &body).is_some() {
             frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
@@ -404,6 +487,82 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         self.stats.server_parses += 1;
         self.out.parses.push_back((self.out.sent, ParseAnswer::Swallow(Undo { hash, client_name: None })));
         Some(id)
+    }
+
+    /// Follows the client's statements: does a transaction block stay open after them, and
+    /// may they have written? An unknown statement (Bind of a name we never saw) may write.
+    fn note_statement(&mut self, class: Option<&Classification>) {
+        let Some(c) = class else {
+            self.may_write = true;
+            return;
+        };
+        if c.write || c.calls_functions {
+            self.may_write = true;
+        }
+        if c.ends_transaction {
+            self.predicted_in_txn = false;
+        } else if matches!(c.first, StatementClass::Begin { .. }) {
+            self.predicted_in_txn = true;
+        }
+    }
+
+    fn capture_due(&self) -> bool {
+        self.plan.capture_lsn && self.may_write && !self.predicted_in_txn
+    }
+
+    /// Appends the LSN query behind the message that ends the transaction, in the same
+    /// write: the answer comes back in the same flight, with no extra round trip.
+    fn append_capture(&mut self) {
+        frontend::query(&mut self.to_server, CAPTURE_SQL);
+        self.out.ready += 1;
+        self.out.sent += 1;
+        self.captures.push_back(self.out.sent);
+        self.may_write = false;
+    }
+
+    fn in_capture_segment(&self) -> bool {
+        self.captures.front() == Some(&(self.out.answered + 1))
+    }
+
+    /// A frame answering the pooler's own capture query: never shown to the client.
+    fn capture_frame(&mut self, tag: u8, frame: &[u8]) -> io::Result<()> {
+        match tag {
+            backend::DATA_ROW => {
+                self.capture_value = backend::first_column(frame)
+                    .flatten()
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<Lsn>().ok());
+            }
+            backend::READY_FOR_QUERY => {
+                self.status = backend::parse_ready_for_query(frame)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad ReadyForQuery"))?;
+                self.out.ready = self.out.ready.saturating_sub(1);
+                self.out.answered += 1;
+                self.captures.pop_front();
+                let value = self.capture_value.take();
+                match self.held_ready.take() {
+                    Some(ready) => {
+                        // The LSN counts only if the client's transaction really ended.
+                        if backend::parse_ready_for_query(&ready) == Some(TxStatus::Idle) {
+                            if let Some(lsn) = value {
+                                self.captured = Some(self.captured.map_or(lsn, |c| c.max(lsn)));
+                            }
+                        } else {
+                            self.may_write = true;
+                        }
+                        self.client.wbuf.extend_from_slice(&ready);
+                    }
+                    None => self.may_write = true,
+                }
+            }
+            _ => {} // RowDescription, CommandComplete, or the error of an aborted transaction
+        }
+        Ok(())
+    }
+
+    fn take_saved(&mut self) -> BytesMut {
+        self.retrying = false;
+        self.guard.take().map(|g| g.saved).unwrap_or_default()
     }
 
     fn flush_server_now(&mut self) -> io::Result<()> {
@@ -445,6 +604,38 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             let (h, frame) = item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let start = pos;
             pos += h.frame_len;
+            if self.retrying || self.in_capture_segment() {
+                self.client.wbuf.extend_from_slice(&buf[run_start..start]);
+                run_start = pos;
+                if self.retrying {
+                    self.retry_frame(h.tag, frame)?;
+                } else {
+                    self.capture_frame(h.tag, frame)?;
+                }
+                continue;
+            }
+            if self.guard.is_some() {
+                match h.tag {
+                    backend::ERROR_RESPONSE if backend::parse_error_fields(frame).code == b"25006" => {
+                        self.start_retry();
+                        run_start = pos;
+                        continue;
+                    }
+                    backend::DATA_ROW
+                    | backend::COMMAND_COMPLETE
+                    | backend::EMPTY_QUERY_RESPONSE
+                    | backend::COPY_IN_RESPONSE
+                    | backend::COPY_OUT_RESPONSE
+                    | backend::COPY_BOTH_RESPONSE
+                    | backend::READY_FOR_QUERY
+                    | backend::ERROR_RESPONSE => {
+                        // The client is about to see a result: from here on it is committed to
+                        // this replica.
+                        self.guard = None;
+                    }
+                    _ => {}
+                }
+            }
             match h.tag {
                 backend::PARSE_COMPLETE => {
                     if let Some((_, ParseAnswer::Swallow(_))) = self.out.parses.pop_front() {
@@ -466,6 +657,12 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     self.out.ready = self.out.ready.saturating_sub(1);
                     self.out.answered += 1;
                     self.drop_unanswered(self.out.answered);
+                    if self.in_capture_segment() {
+                        // Held back until the capture's answer has recorded the LSN.
+                        self.client.wbuf.extend_from_slice(&buf[run_start..start]);
+                        run_start = pos;
+                        self.held_ready = Some(BytesMut::from(frame));
+                    }
                 }
                 backend::PARAMETER_STATUS => self.track_parameter(frame),
                 _ => {}
@@ -480,8 +677,39 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             }
         }
         self.stats.bytes_to_client += (pos - run_start) as u64;
-        send_run(&self.client.stream, &buf[run_start..pos], &mut self.client.wbuf);
+        if self.guard.is_some() || self.retrying {
+            self.client.wbuf.extend_from_slice(&buf[run_start..pos]);
+        } else {
+            send_run(&self.client.stream, &buf[run_start..pos], &mut self.client.wbuf);
+        }
         Ok(pos)
+    }
+
+    /// A replica refused a write before the client saw anything: forget what was buffered
+    /// for the client and drain the replica, then the session replays the batch on the
+    /// primary.
+    fn start_retry(&mut self) {
+        self.retrying = true;
+        if let Some(g) = &self.guard {
+            self.client.wbuf.truncate(g.mark);
+        }
+        self.drop_unanswered(self.out.answered + 1);
+        if self.out.unsynced {
+            // The server skips to the next Sync after an error; give it one to end on.
+            frontend::sync(&mut self.to_server);
+            self.segment_sent(false);
+        }
+    }
+
+    fn retry_frame(&mut self, tag: u8, frame: &[u8]) -> io::Result<()> {
+        if tag == backend::READY_FOR_QUERY {
+            self.status = backend::parse_ready_for_query(frame)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad ReadyForQuery"))?;
+            self.out.ready = self.out.ready.saturating_sub(1);
+            self.out.answered += 1;
+            self.drop_unanswered(self.out.answered);
+        }
+        Ok(())
     }
 
     /// After an error the server skips everything up to Sync: what was queued for those

@@ -3,9 +3,14 @@
 
 use crate::cancel::CancelSlot;
 use crate::login::LoggedIn;
+use crate::batch::{self, BatchInfo};
+use crate::local;
 use crate::prepared::ClientStatements;
-use crate::relay::{flush_now, peek_header, ClientIo, Outcome, Relay, SessionState};
-use crate::topology::ClusterPools;
+use crate::relay::{flush_now, peek_header, ClientIo, Outcome, Relay, RelayPlan, SessionState};
+use crate::replicas::{self, ClusterState};
+use crate::stats::DbStats;
+use crate::topology::{ClusterPools, Database};
+use lsnpool_router::{decide, Consistency, Decision, Hint, Lsn, NodeId, PrimaryReason, ReplicaView, Request, Route, RoutingMode};
 use bytes::{Buf, BytesMut};
 use deadpool::managed::{Object, PoolError, TimeoutType};
 use lsnpool_config::PoolMode;
@@ -29,16 +34,30 @@ pub struct Session {
     pools: Arc<ClusterPools>,
     statements: ClientStatements,
     /// Session pool mode keeps its server connection between transactions.
-    held: Option<Server>,
+    held: Option<(Server, Target)>,
+    cluster: Arc<ClusterState>,
+    routing: ClientRouting,
+    /// Reused for every routing decision: no allocation per transaction.
+    views: Vec<ReplicaView>,
     /// A batch was refused with an error: drop the rest of it, up to its Sync.
     skip_until_sync: bool,
     peer: SocketAddr,
 }
 
 impl Session {
-    pub fn new(stream: TcpStream, login: LoggedIn, pools: Arc<ClusterPools>, peer: SocketAddr) -> Session {
+    pub fn new(stream: TcpStream, login: LoggedIn, pools: Arc<ClusterPools>, cluster: Arc<ClusterState>, peer: SocketAddr) -> Session {
         let max_message_size = login.topology.config.pooler.max_message_size;
+        let routing = ClientRouting {
+            consistency: login.db.consistency,
+            last_commit: Lsn::ZERO,
+            last_read: Lsn::ZERO,
+            sticky: None,
+        };
+        DbStats::add(&login.db.stats.client_login_count, 1);
         Session {
+            cluster,
+            routing,
+            views: Vec::new(),
             client: ClientIo { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), max_message_size },
             login,
             pools,
@@ -51,7 +70,7 @@ impl Session {
 
     pub async fn run(mut self) {
         let why = self.serve().await;
-        if let Some(server) = self.held.take() {
+        if let Some((server, _)) = self.held.take() {
             self.end_server(server, true, TxStatus::Idle).await;
         }
         let _ = self.flush_client().await;
@@ -109,46 +128,188 @@ impl Session {
 
     /// Runs one transaction; `Err` ends the session.
     async fn transaction(&mut self) -> Result<(), &'static str> {
-        let mut server = match self.held.take() {
-            Some(s) => s,
-            None => match self.checkout().await {
-                Some(s) => s,
-                None => return Ok(()),
-            },
-        };
-        let slot = self.slot().clone();
-        slot.set_server(Some(server.key));
-        let started = Instant::now();
-        let outcome = {
-            let state = SessionState { statements: &mut self.statements, params: &mut self.login.params };
-            let mut relay = Relay::new(&mut self.client, &mut server, state);
-            let outcome = relay.run().await;
-            record(&self.login.db.name, &relay.stats, started);
-            outcome
-        };
-        slot.set_server(None);
-        match outcome {
-            Outcome::Done => {
-                if self.login.topology.pool_mode() == PoolMode::Session {
-                    self.held = Some(server);
-                } else {
-                    self.release(server).await;
+        let info = batch::analyze(&self.client.rbuf, self.client.max_message_size, &self.statements);
+        if let Some(cmd) = info.pooler {
+            if let Ok(Some(h)) = peek_header(&self.client.rbuf, self.client.max_message_size) {
+                self.client.rbuf.advance(h.frame_len);
+            }
+            let default = self.login.db.consistency;
+            local::answer(cmd, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+            return Ok(());
+        }
+        let mut forced = None;
+        loop {
+            let (mut server, target) = match self.held.take() {
+                Some(held) => held,
+                None => {
+                    let target = self.choose(&info, forced).await;
+                    match self.checkout(target.route).await {
+                        Some(s) => (s, target),
+                        None => {
+                            self.end_read(target);
+                            return Ok(());
+                        }
+                    }
                 }
-                Ok(())
+            };
+            let config = &self.login.topology.config;
+            let plan = RelayPlan {
+                capture_lsn: target.route == Route::Primary && config.routing.capture_commit_lsn,
+                retry_guard: matches!(target.route, Route::Replica(_))
+                    && self.login.db.mode == RoutingMode::Automatic
+                    && !info.read_only_txn
+                    && forced.is_none(),
+            };
+            let slot = self.slot().clone();
+            slot.set_server(Some(server.key));
+            let started = Instant::now();
+            let (outcome, may_write, captured) = {
+                let state = SessionState { statements: &mut self.statements, params: &mut self.login.params };
+                let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
+                let outcome = relay.run().await;
+                record(&self.login.db, &relay.stats, started);
+                (outcome, relay.may_write, relay.captured)
+            };
+            slot.set_server(None);
+            self.end_read(target);
+            if let Some(lsn) = captured {
+                self.learn_commit(lsn);
             }
-            Outcome::ClientGone { server_idle, status } => {
-                self.end_server(server, server_idle, status).await;
-                Err("client closed the connection mid-transaction")
+            match outcome {
+                Outcome::Done => {
+                    if plan.capture_lsn && may_write {
+                        self.capture_separately(&mut server).await;
+                    }
+                    if let Route::Replica(node) = target.route {
+                        self.routing.last_read = self.routing.last_read.max(target.replay_lsn);
+                        self.routing.sticky = Some(node);
+                    }
+                    if self.login.topology.pool_mode() == PoolMode::Session {
+                        self.held = Some((server, target));
+                    } else {
+                        self.release(server).await;
+                    }
+                    return Ok(());
+                }
+                Outcome::RetryOnPrimary(saved) => {
+                    // The replica is idle again; replay the client's bytes on the primary.
+                    self.release(server).await;
+                    let mut rbuf = saved;
+                    rbuf.extend_from_slice(&self.client.rbuf);
+                    self.client.rbuf = rbuf;
+                    forced = Some(PrimaryReason::Retry25006);
+                    tracing::debug!(client = %self.peer, "replica refused a write (25006); retrying on the primary");
+                }
+                Outcome::ClientGone { server_idle, status } => {
+                    self.end_server(server, server_idle, status).await;
+                    return Err("client closed the connection mid-transaction");
+                }
+                Outcome::ServerLost => {
+                    tracing::warn!(client = %self.peer, node = %server.label, "server connection lost mid-transaction");
+                    discard(server);
+                    return Err("server connection lost");
+                }
+                Outcome::ClientViolation => {
+                    discard(server);
+                    return Err("protocol violation");
+                }
             }
-            Outcome::ServerLost => {
-                tracing::warn!(client = %self.peer, node = %server.label, "server connection lost mid-transaction");
-                discard(server);
-                Err("server connection lost")
+        }
+    }
+
+    /// Where the transaction runs: the router's pure decision over the replicas' last polled
+    /// state, plus the optional wait for a replica to catch up.
+    async fn choose(&mut self, info: &BatchInfo, forced: Option<PrimaryReason>) -> Target {
+        let db = self.login.db.clone();
+        let primary = |reason: PrimaryReason| {
+            DbStats::add(db.stats.primary(reason), 1);
+            metrics::counter!("lsnpool_routing_decisions_total", "database" => db.name.clone(), "route" => "primary", "reason" => reason.as_str()).increment(1);
+            Target { route: Route::Primary, replay_lsn: Lsn::ZERO }
+        };
+        if let Some(reason) = forced {
+            return primary(reason);
+        }
+        let cluster = self.cluster.clone();
+        let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
+        if session_mode && db.mode == RoutingMode::Automatic {
+            // A session keeps one server connection for all its statements: only the primary
+            // can run them all.
+            return primary(PrimaryReason::Write);
+        }
+        let routing_cfg = &self.login.topology.config.routing;
+        let consistency = match info.hint {
+            Some(Hint::Consistency(c)) => c,
+            _ => self.routing.consistency,
+        };
+        let request = Request {
+            mode: db.mode,
+            consistency,
+            writes: info.writes,
+            hint_primary: info.hint == Some(Hint::Primary),
+            last_commit: self.routing.last_commit,
+            last_read: self.routing.last_read,
+            global_commit: replicas::global_commit(&cluster),
+            max_lag: routing_cfg.max_replica_lag,
+            sticky: self.routing.sticky,
+        };
+        replicas::views(&cluster, &mut self.views);
+        let mut decision = decide(&request, &self.views);
+        if let Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(node), needed } = decision {
+            let wait = routing_cfg.lsn_wait_timeout;
+            if !wait.is_zero() {
+                let t0 = Instant::now();
+                let caught_up = replicas::wait_for_replay(&cluster, node, needed, wait).await;
+                DbStats::add(&db.stats.catchup_waits, 1);
+                DbStats::add(&db.stats.catchup_wait_us, t0.elapsed().as_micros() as u64);
+                metrics::histogram!("lsnpool_catchup_wait_seconds").record(t0.elapsed().as_secs_f64());
+                if caught_up {
+                    replicas::views(&cluster, &mut self.views);
+                    decision = Decision::Replica(node);
+                }
             }
-            Outcome::ClientViolation => {
-                discard(server);
-                Err("protocol violation")
+        }
+        match decision {
+            Decision::Replica(node) => {
+                DbStats::add(&db.stats.replica_reads, 1);
+                metrics::counter!("lsnpool_routing_decisions_total", "database" => db.name.clone(), "route" => "replica", "reason" => "read").increment(1);
+                let replay_lsn = self.views.iter().find(|v| v.node == node).map_or(Lsn::ZERO, |v| v.replay_lsn);
+                replicas::begin_read(&cluster, node);
+                tracing::debug!(client = %self.peer, replica = node.0, %replay_lsn, "read routed to replica");
+                Target { route: Route::Replica(node), replay_lsn }
             }
+            Decision::Primary { reason, .. } => {
+                tracing::debug!(client = %self.peer, reason = reason.as_str(), "routed to primary");
+                primary(reason)
+            }
+        }
+    }
+
+    fn end_read(&self, target: Target) {
+        if let Route::Replica(node) = target.route {
+            replicas::end_read(&self.cluster, node);
+        }
+    }
+
+    fn learn_commit(&mut self, lsn: Lsn) {
+        tracing::debug!(client = %self.peer, %lsn, "commit LSN learned");
+        self.routing.last_commit = self.routing.last_commit.max(lsn);
+        replicas::note_commit(&self.cluster, lsn);
+        DbStats::add(&self.login.db.stats.lsn_captured, 1);
+    }
+
+    /// A transaction ended where the pooler did not predict it (so no LSN query rode along):
+    /// one round trip to learn its LSN before anyone can read after it.
+    async fn capture_separately(&mut self, server: &mut Server) {
+        let timeout = self.login.topology.config.pooler.query_wait_timeout;
+        match server.simple_query("SELECT pg_catalog.pg_current_wal_insert_lsn()", timeout).await {
+            Ok(reply) => {
+                let lsn = reply.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<Lsn>().ok());
+                if let Some(lsn) = lsn {
+                    DbStats::add(&self.login.db.stats.lsn_capture_round_trips, 1);
+                    self.learn_commit(lsn);
+                }
+            }
+            Err(e) => tracing::warn!(node = %server.label, error = %e, "could not read the commit LSN"),
         }
     }
 
@@ -158,8 +319,15 @@ impl Session {
 
     /// Borrows a server connection and brings its session parameters in line with the
     /// client's. On failure the client's batch is answered with an error and `None` returned.
-    async fn checkout(&mut self) -> Option<Server> {
-        let pool = &self.pools.primary;
+    async fn checkout(&mut self, route: Route) -> Option<Server> {
+        let pools = self.pools.clone();
+        let pool = match route {
+            Route::Primary => &pools.primary,
+            Route::Replica(node) => match pools.replicas.get(usize::from(node.0)) {
+                Some(p) => p,
+                None => &pools.primary,
+            },
+        };
         let wait_started = Instant::now();
         let got = {
             let cancelled = self.slot().waiting.notified();
@@ -168,14 +336,19 @@ impl Session {
                 _ = cancelled => None,
             }
         };
-        metrics::histogram!("lsnpool_server_wait_seconds").record(wait_started.elapsed().as_secs_f64());
+        let waited = wait_started.elapsed();
+        metrics::histogram!("lsnpool_server_wait_seconds").record(waited.as_secs_f64());
+        DbStats::add(&self.login.db.stats.wait_time_us, waited.as_micros() as u64);
         let label = pool.manager().target().label.clone();
         let mut server = match got {
             None => {
                 self.refuse_batch(sqlstate::QUERY_CANCELED, "canceling statement due to user request", None);
                 return None;
             }
-            Some(Ok(s)) => s,
+            Some(Ok(s)) => {
+                DbStats::add(&self.login.db.stats.server_assignment_count, 1);
+                s
+            }
             Some(Err(e)) => {
                 let settings = pool.manager().settings();
                 let (code, msg, hint) = match &e {
@@ -340,14 +513,41 @@ impl Session {
     }
 }
 
+/// The chosen node, and what the router knew of it.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    route: Route,
+    /// The replica's polled replay LSN at decision time: a lower bound of what the read saw.
+    replay_lsn: Lsn,
+}
+
+/// What the router remembers about one client.
+struct ClientRouting {
+    consistency: Consistency,
+    last_commit: Lsn,
+    last_read: Lsn,
+    sticky: Option<NodeId>,
+}
+
 /// Closes a server connection instead of returning it to the pool.
 fn discard(server: Server) {
     let conn = Object::take(server);
     tracing::debug!(node = %conn.label, pid = conn.key.pid, "server connection closed");
 }
 
-fn record(db: &str, stats: &crate::relay::RelayStats, started: Instant) {
-    let labels = [("database", db.to_string())];
+fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant) {
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let s = &db.stats;
+    DbStats::add(&s.xact_count, 1);
+    DbStats::add(&s.query_count, stats.queries.max(1));
+    DbStats::add(&s.received, stats.bytes_from_client);
+    DbStats::add(&s.sent, stats.bytes_to_client);
+    DbStats::add(&s.xact_time_us, elapsed_us);
+    DbStats::add(&s.query_time_us, elapsed_us);
+    DbStats::add(&s.client_parse_count, stats.client_parses);
+    DbStats::add(&s.server_parse_count, stats.server_parses);
+    DbStats::add(&s.bind_count, stats.binds);
+    let labels = [("database", db.name.clone())];
     metrics::counter!("lsnpool_transactions_total", &labels).increment(1);
     metrics::counter!("lsnpool_queries_total", &labels).increment(stats.queries.max(1));
     metrics::counter!("lsnpool_bytes_received_total", &labels).increment(stats.bytes_from_client);

@@ -4,7 +4,9 @@
 use lsnpool_auth::{Secret, ScramVerifier};
 use lsnpool_config::{Config, PoolMode};
 use lsnpool_pool::{NodePool, PoolSettings, ServerManager, ServerTarget};
-use lsnpool_router::Consistency;
+use crate::replicas::{self, ClusterState, MonitorHandle};
+use crate::stats::DbStats;
+use lsnpool_router::{Consistency, RoutingMode};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +14,16 @@ use std::sync::Arc;
 pub struct Database {
     pub name: String,
     pub cluster: Arc<str>,
+    /// The session's starting consistency (`SET lsnpool.consistency` changes it per session).
     pub consistency: Consistency,
+    pub mode: RoutingMode,
+    pub stats: Arc<DbStats>,
+}
+
+/// A cluster's live replica state and the monitor that keeps it.
+pub struct ClusterRuntime {
+    pub state: Arc<ClusterState>,
+    _monitor: MonitorHandle,
 }
 
 /// The pools of one cluster for one user.
@@ -46,6 +57,7 @@ pub struct Topology {
     pub users: HashMap<String, Arc<User>>,
     /// (cluster, user) → pools.
     pools: HashMap<(Arc<str>, String), Arc<ClusterPools>>,
+    clusters: HashMap<Arc<str>, ClusterRuntime>,
 }
 
 impl Topology {
@@ -54,12 +66,14 @@ impl Topology {
         for (name, cl) in &config.clusters {
             let cluster: Arc<str> = Arc::from(name.as_str());
             let own = cl.consistency.unwrap_or(config.routing.consistency);
-            databases.insert(name.clone(), Arc::new(Database { name: name.clone(), cluster: cluster.clone(), consistency: own }));
+            let db = |name: &str, consistency: Consistency, mode: RoutingMode| {
+                Arc::new(Database { name: name.to_string(), cluster: cluster.clone(), consistency, mode, stats: Arc::default() })
+            };
+            databases.insert(name.clone(), db(name, own, RoutingMode::Automatic));
             for (alias, consistency) in &cl.aliases {
-                databases.insert(
-                    alias.clone(),
-                    Arc::new(Database { name: alias.clone(), cluster: cluster.clone(), consistency: *consistency }),
-                );
+                // An alias is primary-only (`strong`) or replica-only (any other level): an
+                // application points its reporting at `app_read` and its writes fail loudly.
+                databases.insert(alias.clone(), db(alias, *consistency, RoutingMode::ReplicaOnly));
             }
         }
 
@@ -124,7 +138,21 @@ impl Topology {
                 pools.insert((cluster.clone(), u.name.clone()), Arc::new(ClusterPools { primary, replicas }));
             }
         }
-        Ok(Topology { config, databases, users, pools })
+        let mut clusters = HashMap::new();
+        for (name, cl) in &config.clusters {
+            // The monitor logs in as the first user lsnpool can log in as.
+            let login = config.users.iter().find(|u| match &u.password {
+                None => true,
+                Some(p) => matches!(Secret::parse(p), Ok(Secret::Plain(_))),
+            });
+            let (state, monitor) = replicas::start_monitor(name, cl, login, &config);
+            clusters.insert(Arc::from(name.as_str()), ClusterRuntime { state, _monitor: monitor });
+        }
+        Ok(Topology { config, databases, users, pools, clusters })
+    }
+
+    pub fn cluster_state(&self, cluster: &str) -> Option<Arc<ClusterState>> {
+        self.clusters.get(cluster).map(|c| c.state.clone())
     }
 
     pub fn pools(&self, cluster: &Arc<str>, user: &str) -> Option<Arc<ClusterPools>> {

@@ -3,6 +3,7 @@
 //! Everything here is pure (no sockets, no clocks read implicitly) so the decision can be unit
 //! tested and benchmarked on its own.
 
+mod classify;
 mod consistency;
 mod decide;
 mod lsn;
@@ -12,3 +13,4 @@ pub use consistency::Consistency;
 pub use decide::{decide, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;
 pub use route::{NodeId, Route};
+pub use classify::{classify, classify_bytes, deallocations, Classification, Deallocate, Hint, PoolerCommand, StatementClass};

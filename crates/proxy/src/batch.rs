@@ -1,0 +1,66 @@
+//! What the first batch of a transaction tells the router, read before any server is chosen.
+
+use crate::prepared::ClientStatements;
+use lsnpool_protocol::frame::Frames;
+use lsnpool_protocol::frontend;
+use lsnpool_router::{classify_bytes, Hint, PoolerCommand, StatementClass};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Some statement must run on the primary.
+    pub writes: bool,
+    pub hint: Option<Hint>,
+    /// The client declared the transaction read-only: a 25006 is its own error to see.
+    pub read_only_txn: bool,
+    /// The batch is one simple Query holding one pooler command: answered locally.
+    pub pooler: Option<PoolerCommand>,
+}
+
+/// Reads the frames of the client's next implicit transaction (up to its first Sync or
+/// Query). A Bind of a statement we never saw counts as a write: the safe side.
+pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatements) -> BatchInfo {
+    let mut info = BatchInfo::default();
+    let mut first_statement = true;
+    for (h, frame) in Frames::new(buf, max_message_size).map_while(Result::ok) {
+        let class = match h.tag {
+            frontend::QUERY => Some(classify_bytes(frontend::parse_query(frame).unwrap_or_default())),
+            frontend::PARSE => frontend::parse_parse(frame).map(|p| classify_bytes(p.query)),
+            frontend::BIND => match frontend::parse_bind(frame) {
+                Some(b) if !b.statement.is_empty() => match statements.get(b.statement) {
+                    Some(s) => Some(s.class),
+                    None => {
+                        info.writes = true;
+                        None
+                    }
+                },
+                _ => None,
+            },
+            frontend::FUNCTION_CALL => {
+                info.writes = true;
+                None
+            }
+            _ => None,
+        };
+        if let Some(c) = class {
+            info.writes |= c.write;
+            if first_statement {
+                first_statement = false;
+                info.hint = c.hint;
+                info.read_only_txn = matches!(
+                    c.first,
+                    StatementClass::Begin { read_only: true } | StatementClass::SetTransaction { read_only: true }
+                );
+                if h.tag == frontend::QUERY && c.statements == 1 {
+                    if let StatementClass::Pooler(cmd) = c.first {
+                        info.pooler = Some(cmd);
+                    }
+                }
+            }
+        }
+        if h.tag == frontend::SYNC || h.tag == frontend::QUERY {
+            break;
+        }
+    }
+    info
+}
+
