@@ -42,10 +42,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, cli.config))
 }
 
-async fn run(config: Arc<lsnpool_config::Config>) -> ExitCode {
+async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitCode {
     let topology = match Topology::build(config.clone()) {
         Ok(t) => t,
         Err(e) => {
@@ -66,15 +66,20 @@ async fn run(config: Arc<lsnpool_config::Config>) -> ExitCode {
         }
     };
     tracing::info!(listen = %config.pooler.listen, "lsnpool ready");
-    let pooler = Pooler::new(topology);
+    let pooler = Pooler::new(topology, config_path);
+    pooler.spawn_stats_period();
+    let server = tokio::spawn(serve(pooler.clone(), listener));
+    let immediate = watch_signals(pooler.clone());
+    // Serve until shutdown begins (signal or the admin console's SHUTDOWN)...
+    let _ = server.await;
+    // ...then let every client finish its transaction and leave, unless told to hurry.
     tokio::select! {
-        r = serve(pooler, listener) => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "listener failed");
-                return ExitCode::FAILURE;
+        _ = async {
+            while pooler.client_count() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-        }
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+        } => tracing::info!("all clients gone; exiting"),
+        _ = immediate.notified() => tracing::info!("immediate shutdown"),
     }
     ExitCode::SUCCESS
 }
@@ -90,19 +95,36 @@ fn start_metrics(addr: &str) -> Result<(), ExitCode> {
         })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
+/// SIGHUP reloads; SIGTERM and SIGINT start a graceful shutdown; a second SIGINT (or
+/// SIGTERM) asks for an immediate one, signalled on the returned Notify.
+fn watch_signals(pooler: Arc<Pooler>) -> Arc<tokio::sync::Notify> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let immediate = Arc::new(tokio::sync::Notify::new());
+    let notify = immediate.clone();
+    tokio::spawn(async move {
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::error!("cannot install signal handlers");
+            return;
         };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    if let Err(e) = pooler.reload() {
+                        tracing::error!(error = %e, "SIGHUP reload failed; the old configuration stays in force");
+                    }
+                }
+                _ = term.recv() => {
+                    if pooler.is_shutting_down() { notify.notify_one(); }
+                    pooler.begin_shutdown();
+                }
+                _ = int.recv() => {
+                    if pooler.is_shutting_down() { notify.notify_one(); }
+                    pooler.begin_shutdown();
+                }
+            }
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    });
+    immediate
 }

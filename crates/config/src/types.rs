@@ -24,6 +24,15 @@ pub enum PoolMode {
     Session,
 }
 
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+}
+
 /// How clients prove who they are to lsnpool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -33,6 +42,16 @@ pub enum AuthType {
     ScramSha256,
     Md5,
     Trust,
+}
+
+impl AuthType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Md5 => "md5",
+            AuthType::Trust => "trust",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

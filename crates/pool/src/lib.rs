@@ -2,6 +2,7 @@
 
 mod manager;
 mod params;
+pub mod registry;
 mod server;
 mod statements;
 

@@ -1,6 +1,7 @@
 //! One connection to a PostgreSQL server: login, and the pooler's own short exchanges on it.
 
 use crate::params::ParamSync;
+use crate::registry::{register, Registered};
 use crate::statements::StatementCache;
 use bytes::{Bytes, BytesMut};
 use lsnpool_auth::{md5_password_message, ScramClient};
@@ -78,6 +79,8 @@ pub struct ServerConn {
     /// reused.
     pub broken: bool,
     addr_text: Arc<str>,
+    /// Listed in SHOW SERVERS while it lives.
+    pub registered: Option<Registered>,
 }
 
 pub struct Login<'a> {
@@ -105,8 +108,11 @@ impl ServerConn {
             statements: StatementCache::default(),
             broken: false,
             addr_text,
+            registered: None,
         };
         let reported = conn.login(login).await?;
+        let local = conn.stream.local_addr().ok();
+        conn.registered = Some(register(login.label.clone(), login.user, login.database, peer, local, conn.key.pid));
         Ok((conn, reported))
     }
 
@@ -296,5 +302,12 @@ impl ServerConn {
 
     pub fn addr(&self) -> &str {
         &self.addr_text
+    }
+
+    /// Marks the connection lent out or back in the pool, for SHOW SERVERS / SHOW POOLS.
+    pub fn set_active(&self, active: bool) {
+        if let Some(r) = &self.registered {
+            r.0.set_active(active);
+        }
     }
 }

@@ -3,15 +3,39 @@
 
 use lsnpool_pool::ServerKey;
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+/// Who a client is, for SHOW CLIENTS.
+pub struct ClientInfo {
+    pub user: String,
+    pub database: String,
+    pub addr: SocketAddr,
+    pub application_name: String,
+    pub connected_at: SystemTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    Idle = 0,
+    Active = 1,
+    Waiting = 2,
+}
+
+/// One logged-in client: its cancel key, what it is doing, and how to stop it.
 pub struct CancelSlot {
     pub pid: i32,
     secret: i32,
+    pub info: ClientInfo,
+    state: AtomicU8,
+    /// Set by the admin console's KILL; `wake` makes an idle session notice at once.
+    killed: AtomicBool,
+    pub wake: Notify,
     /// The server backend serving this client now; `None` between transactions, so a late
     /// cancel can't hit another client's query.
     server: Mutex<Option<ServerKey>>,
@@ -22,6 +46,27 @@ pub struct CancelSlot {
 impl CancelSlot {
     pub fn secret(&self) -> i32 {
         self.secret
+    }
+
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => ClientState::Active,
+            2 => ClientState::Waiting,
+            _ => ClientState::Idle,
+        }
+    }
+
+    pub fn set_state(&self, s: ClientState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
     }
 
     pub fn set_server(&self, key: Option<ServerKey>) {
@@ -55,7 +100,7 @@ impl Drop for Registration {
 }
 
 impl CancelRegistry {
-    pub fn register(self: &Arc<Self>) -> Registration {
+    pub fn register(self: &Arc<Self>, info: ClientInfo) -> Registration {
         let mut m = match self.slots.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -66,9 +111,25 @@ impl CancelRegistry {
                 break (pid, rand::random::<i32>());
             }
         };
-        let slot = Arc::new(CancelSlot { pid, secret, server: Mutex::new(None), waiting: Notify::new() });
+        let slot = Arc::new(CancelSlot {
+            pid,
+            secret,
+            info,
+            state: AtomicU8::new(ClientState::Idle as u8),
+            killed: AtomicBool::new(false),
+            wake: Notify::new(),
+            server: Mutex::new(None),
+            waiting: Notify::new(),
+        });
         m.insert(pid, slot.clone());
         Registration { registry: self.clone(), slot }
+    }
+
+    /// Every logged-in client, oldest first.
+    pub fn clients(&self) -> Vec<Arc<CancelSlot>> {
+        let mut v: Vec<_> = self.slots.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        v.sort_by_key(|s| s.info.connected_at);
+        v
     }
 
     /// Handles one CancelRequest. Like PostgreSQL, never tells the requester anything.

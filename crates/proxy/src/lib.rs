@@ -1,5 +1,6 @@
 //! Client sessions: the listener, login, cancel requests, and the transaction relay.
 
+mod admin;
 mod batch;
 mod cancel;
 mod client_params;
@@ -13,5 +14,5 @@ mod session;
 mod stats;
 mod topology;
 
-pub use listener::{serve, Pooler};
+pub use listener::{serve, Pooler, STATS_PERIOD};
 pub use topology::{Topology, TopologyError};

@@ -7,8 +7,12 @@ use crate::topology::Topology;
 use bytes::BytesMut;
 use lsnpool_protocol::backend::{self, PoolerError};
 use lsnpool_protocol::sqlstate;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use crate::stats::Averages;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -17,7 +21,23 @@ pub struct Pooler {
     topology: RwLock<Arc<Topology>>,
     pub cancels: Arc<CancelRegistry>,
     clients: AtomicUsize,
+    /// Where RELOAD re-reads the configuration from.
+    config_path: PathBuf,
+    shutting_down: AtomicBool,
+    /// Wakes the listener and idle sessions when shutdown starts.
+    pub shutdown: Notify,
+    /// Database names under PAUSE (`*` for all); the atomic keeps the common case lock-free.
+    paused: Mutex<HashSet<String>>,
+    any_paused: AtomicBool,
+    resumed: Notify,
+    pub started_at: std::time::SystemTime,
+    /// Per database: totals at the start of the current stats period, and the averages of
+    /// the last complete one.
+    averages: Mutex<HashMap<String, ([u64; 11], Averages)>>,
 }
+
+/// PgBouncer's stats_period: how often SHOW STATS' avg_ columns are recomputed.
+pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// One admitted client; gives its place back when dropped.
 pub struct ClientGuard(Arc<Pooler>);
@@ -30,12 +50,115 @@ impl Drop for ClientGuard {
 }
 
 impl Pooler {
-    pub fn new(topology: Topology) -> Arc<Pooler> {
+    pub fn new(topology: Topology, config_path: PathBuf) -> Arc<Pooler> {
         Arc::new(Pooler {
             topology: RwLock::new(Arc::new(topology)),
             cancels: Arc::new(CancelRegistry::default()),
             clients: AtomicUsize::new(0),
+            config_path,
+            shutting_down: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            paused: Mutex::new(HashSet::new()),
+            any_paused: AtomicBool::new(false),
+            resumed: Notify::new(),
+            started_at: std::time::SystemTime::now(),
+            averages: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn averages(&self, db: &str) -> Averages {
+        self.averages.lock().ok().and_then(|m| m.get(db).map(|(_, a)| *a)).unwrap_or_default()
+    }
+
+    /// Recomputes the averages every STATS_PERIOD, for as long as the pooler lives.
+    pub fn spawn_stats_period(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STATS_PERIOD);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pooler) = weak.upgrade() else { return };
+                let topology = pooler.topology();
+                let lock = pooler.averages.lock();
+                if let Ok(mut m) = lock {
+                    for (name, db) in &topology.databases {
+                        let now = db.stats.totals();
+                        let entry = m.entry(name.clone()).or_insert((now, Averages::default()));
+                        entry.1 = Averages::between(&entry.0, &now, STATS_PERIOD);
+                        entry.0 = now;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Re-reads the config file and swaps in a topology built from it. Pools and monitors
+    /// whose settings did not change are kept (resized if needed), so no client is dropped;
+    /// sessions pick the new topology up at their next login.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = lsnpool_config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let old = self.topology();
+        let new = Topology::build_reusing(Arc::new(config), Some(&old)).map_err(|e| e.to_string())?;
+        match self.topology.write() {
+            Ok(mut t) => *t = Arc::new(new),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+        }
+        tracing::info!(path = %self.config_path.display(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Stops accepting clients; idle sessions close now, busy ones after their transaction.
+    pub fn begin_shutdown(&self) {
+        if !self.shutting_down.swap(true, Ordering::AcqRel) {
+            tracing::info!(clients = self.client_count(), "shutdown: no new clients; waiting for transactions to finish");
+        }
+        self.shutdown.notify_waiters();
+        for c in self.cancels.clients() {
+            c.wake.notify_waiters();
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn pause(&self, db: Option<&str>) {
+        if let Ok(mut p) = self.paused.lock() {
+            p.insert(db.unwrap_or("*").to_string());
+            self.any_paused.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn resume(&self, db: Option<&str>) {
+        if let Ok(mut p) = self.paused.lock() {
+            match db {
+                Some(d) => {
+                    p.remove(d);
+                }
+                None => p.clear(),
+            }
+            self.any_paused.store(!p.is_empty(), Ordering::Release);
+        }
+        self.resumed.notify_waiters();
+    }
+
+    pub fn is_paused(&self, db: &str) -> bool {
+        if !self.any_paused.load(Ordering::Acquire) {
+            return false;
+        }
+        self.paused.lock().map(|p| p.contains("*") || p.contains(db)).unwrap_or(false)
+    }
+
+    /// Waits while `db` is paused (new transactions queue, as in PgBouncer).
+    pub async fn wait_unpaused(&self, db: &str) {
+        while self.is_paused(db) {
+            let resumed = self.resumed.notified();
+            if !self.is_paused(db) {
+                break;
+            }
+            resumed.await;
+        }
     }
 
     /// The current topology; a session keeps the one it logged in with.
@@ -61,10 +184,20 @@ impl Pooler {
     }
 }
 
-/// Accepts clients until the listener fails.
+/// Accepts clients until shutdown begins.
 pub async fn serve(pooler: Arc<Pooler>, listener: TcpListener) -> std::io::Result<()> {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = {
+            let shutdown = pooler.shutdown.notified();
+            if pooler.is_shutting_down() {
+                return Ok(());
+            }
+            tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown => return Ok(()),
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: log, breathe, go on; one bad accept must not stop us.
@@ -84,7 +217,7 @@ pub async fn serve(pooler: Arc<Pooler>, listener: TcpListener) -> std::io::Resul
 async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::SocketAddr) {
     let login_timeout = pooler.topology().config.pooler.client_login_timeout;
     let mut buf = BytesMut::new();
-    let accepted = tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &pooler)).await;
+    let accepted = tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &pooler, peer)).await;
     match accepted {
         Err(_) => {
             tracing::info!(client = %peer, "login timed out (pooler.client_login_timeout)");
@@ -95,18 +228,16 @@ async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::Sock
         }
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "login aborted"),
         Ok(Ok(Accepted::Done)) => {}
-        Ok(Ok(Accepted::Admin { user })) => {
-            let mut out = BytesMut::new();
-            let e = PoolerError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, "the admin console is not available in this build");
-            backend::error_response(&mut out, &e);
-            let _ = stream.write_all(&out).await;
-            tracing::info!(client = %peer, user, "admin console refused");
+        Ok(Ok(Accepted::Admin { user, access })) => {
+            tracing::info!(client = %peer, user, "admin console connected");
+            crate::admin::serve(pooler, stream, buf, access).await;
+            tracing::info!(client = %peer, user, "admin console disconnected");
         }
         Ok(Ok(Accepted::Session(li))) => {
             tracing::info!(client = %peer, user = %li.user.name, database = %li.db.name, "client connected");
             let Some(pools) = li.topology.pools(&li.db.cluster, &li.user.name) else { return };
             let Some(cluster) = li.topology.cluster_state(&li.db.cluster) else { return };
-            Session::new(stream, *li, pools, cluster, peer).run().await;
+            Session::new(pooler.clone(), stream, *li, pools, cluster, peer).run().await;
         }
     }
 }

@@ -1,7 +1,8 @@
 //! From TCP accept to ReadyForQuery: SSL/GSS refusal, cancel requests, protocol version
 //! negotiation, database and user lookup, client authentication, the greeting.
 
-use crate::cancel::Registration;
+use crate::admin::AdminAccess;
+use crate::cancel::{ClientInfo, Registration};
 use crate::client_params::{reported_to_client, session_params};
 use crate::listener::{ClientGuard, Pooler};
 use crate::topology::{ClientSecret, Database, Topology, User};
@@ -22,7 +23,7 @@ const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 
 pub enum Accepted {
     Session(Box<LoggedIn>),
-    Admin { user: String },
+    Admin { user: String, access: AdminAccess },
     /// Cancel request served, or the client was refused (it has been told why).
     Done,
 }
@@ -45,7 +46,7 @@ pub enum LoginError {
     Eof,
 }
 
-pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pooler>) -> Result<Accepted, LoginError> {
+pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
     let startup = loop {
         let packet = read_startup_packet(stream, buf).await?;
         let packet = match packet {
@@ -83,8 +84,17 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
     }
 
     if ADMIN_DATABASES.contains(&db_name) {
+        let p = &topology.config.pooler;
+        let access = if p.admin_users.iter().any(|u| u == user_name) {
+            AdminAccess::Full
+        } else if p.stats_users.iter().any(|u| u == user_name) {
+            AdminAccess::StatsOnly
+        } else {
+            let msg = format!("user \"{user_name}\" may not use the admin console");
+            return refuse_after(stream, out, sqlstate::INSUFFICIENT_PRIVILEGE, &msg, Some("add the user to pooler.admin_users or pooler.stats_users")).await;
+        };
         stream.write_all(&out).await?;
-        return Ok(Accepted::Admin { user: user_name.to_string() });
+        return Ok(Accepted::Admin { user: user_name.to_string(), access });
     }
     let Some(db) = topology.databases.get(db_name).cloned() else {
         let mut names: Vec<&str> = topology.databases.keys().map(String::as_str).collect();
@@ -120,7 +130,13 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
             }
         },
     };
-    let registration = pooler.cancels.register();
+    let registration = pooler.cancels.register(ClientInfo {
+        user: user.name.clone(),
+        database: db.name.clone(),
+        addr: peer,
+        application_name: params.get("application_name").unwrap_or_default().to_string(),
+        connected_at: std::time::SystemTime::now(),
+    });
     for (k, v) in reported_to_client(&server_params, &params) {
         backend::parameter_status(&mut out, &k, &v);
     }

@@ -279,7 +279,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         self.client.rbuf.reserve(READ_CHUNK);
         match self.client.stream.try_read_buf(&mut self.client.rbuf) {
             Ok(0) => return Ok(ClientStep::Gone),
-            Ok(n) => self.stats.bytes_from_client += n as u64,
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ClientStep::Continue),
             Err(_) => return Ok(ClientStep::Gone),
         }
@@ -299,6 +299,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             }
             Err(v) => return Err(v),
         };
+        self.stats.bytes_from_client += consumed as u64;
         if let Some(g) = &mut self.guard {
             g.saved.extend_from_slice(&rbuf[..consumed]);
         }

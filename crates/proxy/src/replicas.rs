@@ -36,3 +36,21 @@ pub fn end_read(_state: &ClusterState, _node: NodeId) {}
 pub async fn wait_for_replay(_state: &ClusterState, _node: NodeId, _lsn: Lsn, _timeout: Duration) -> bool {
     false
 }
+
+/// One node as SHOW REPLICAS shows it.
+pub struct NodeRow {
+    pub node: String,
+    pub addr: String,
+    pub role: &'static str,
+    pub state: &'static str,
+    pub lsn: Lsn,
+    pub lag_bytes: u64,
+    pub lag_ms: u64,
+    pub last_poll_ms_ago: Option<u64>,
+    pub reads_routed: u64,
+    pub in_rotation: bool,
+}
+
+pub fn node_rows(_state: &ClusterState, _cl: &ClusterConfig) -> Vec<NodeRow> {
+    Vec::new()
+}

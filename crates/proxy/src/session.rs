@@ -1,7 +1,8 @@
 //! A logged-in client: idle between transactions (holding no server connection and no
 //! buffers), then one transaction at a time on a server connection borrowed from a pool.
 
-use crate::cancel::CancelSlot;
+use crate::cancel::{CancelSlot, ClientState};
+use crate::listener::Pooler;
 use crate::login::LoggedIn;
 use crate::batch::{self, BatchInfo};
 use crate::local;
@@ -29,6 +30,7 @@ type Server = Object<ServerManager>;
 const READ_CHUNK: usize = 8 * 1024;
 
 pub struct Session {
+    pooler: Arc<Pooler>,
     client: ClientIo,
     login: LoggedIn,
     pools: Arc<ClusterPools>,
@@ -45,7 +47,14 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(stream: TcpStream, login: LoggedIn, pools: Arc<ClusterPools>, cluster: Arc<ClusterState>, peer: SocketAddr) -> Session {
+    pub fn new(
+        pooler: Arc<Pooler>,
+        stream: TcpStream,
+        login: LoggedIn,
+        pools: Arc<ClusterPools>,
+        cluster: Arc<ClusterState>,
+        peer: SocketAddr,
+    ) -> Session {
         let max_message_size = login.topology.config.pooler.max_message_size;
         let routing = ClientRouting {
             consistency: login.db.consistency,
@@ -55,6 +64,7 @@ impl Session {
         };
         DbStats::add(&login.db.stats.client_login_count, 1);
         Session {
+            pooler,
             cluster,
             routing,
             views: Vec::new(),
@@ -94,9 +104,18 @@ impl Session {
                 Ok(h) => h.filter(|h| self.client.rbuf.len() >= h.frame_len),
             };
             let Some(header) = header else {
+                if self.slot().is_killed() {
+                    self.fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection due to KILL from the lsnpool admin console");
+                    return "killed by admin";
+                }
+                if self.pooler.is_shutting_down() && self.held.is_none() {
+                    self.fatal(sqlstate::ADMIN_SHUTDOWN, "lsnpool is shutting down");
+                    return "pooler shutdown";
+                }
                 match self.read_idle().await {
-                    Ok(0) | Err(_) => return "client closed the connection",
-                    Ok(_) => continue,
+                    Ok(None) => continue,
+                    Ok(Some(0)) | Err(_) => return "client closed the connection",
+                    Ok(Some(_)) => continue,
                 }
             };
             if self.skip_until_sync {
@@ -329,13 +348,22 @@ impl Session {
             },
         };
         let wait_started = Instant::now();
+        self.slot().set_state(ClientState::Waiting);
         let got = {
-            let cancelled = self.slot().waiting.notified();
+            let slot = self.slot().clone();
+            let cancelled = slot.waiting.notified();
+            let pooler = self.pooler.clone();
+            let db = self.login.db.name.clone();
+            let get = async {
+                pooler.wait_unpaused(&db).await;
+                pool.get().await
+            };
             tokio::select! {
-                r = pool.get() => Some(r),
+                r = get => Some(r),
                 _ = cancelled => None,
             }
         };
+        self.slot().set_state(ClientState::Idle);
         let waited = wait_started.elapsed();
         metrics::histogram!("lsnpool_server_wait_seconds").record(waited.as_secs_f64());
         DbStats::add(&self.login.db.stats.wait_time_us, waited.as_micros() as u64);
@@ -347,6 +375,8 @@ impl Session {
             }
             Some(Ok(s)) => {
                 DbStats::add(&self.login.db.stats.server_assignment_count, 1);
+                s.set_active(true);
+                self.slot().set_state(ClientState::Active);
                 s
             }
             Some(Err(e)) => {
@@ -398,6 +428,8 @@ impl Session {
 
     /// Returns a clean, idle server connection to its pool, closing statements over the cap.
     async fn release(&mut self, mut server: Server) {
+        server.set_active(false);
+        self.slot().set_state(ClientState::Idle);
         let cap = self.login.topology.config.pooler.max_prepared_statements;
         let evicted = server.statements.evict_over(cap);
         if !evicted.is_empty() {
@@ -419,6 +451,7 @@ impl Session {
 
     /// The client is gone (or the session ends): make the server reusable, or close it.
     async fn end_server(&mut self, mut server: Server, server_idle: bool, status: TxStatus) {
+        server.set_active(false);
         if !server_idle {
             discard(server);
             return;
@@ -448,13 +481,20 @@ impl Session {
         drop(server);
     }
 
-    async fn read_idle(&mut self) -> io::Result<usize> {
+    /// Waits for the client's next bytes; `None` when woken by KILL or shutdown instead.
+    async fn read_idle(&mut self) -> io::Result<Option<usize>> {
         loop {
-            self.client.stream.readable().await?;
+            let slot = self.login.registration.slot.clone();
+            let pooler = self.pooler.clone();
+            tokio::select! {
+                r = self.client.stream.readable() => r?,
+                _ = slot.wake.notified() => return Ok(None),
+                _ = pooler.shutdown.notified() => return Ok(None),
+            }
             // Buffers are allocated only once the client has something to say.
             self.client.rbuf.reserve(READ_CHUNK);
             match self.client.stream.try_read_buf(&mut self.client.rbuf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }

@@ -41,3 +41,81 @@ impl DbStats {
         &self.primary_by_reason[reason as usize]
     }
 }
+
+impl DbStats {
+    /// The totals in SHOW STATS_TOTALS order.
+    pub fn totals(&self) -> [u64; 11] {
+        [
+            Self::get(&self.server_assignment_count),
+            Self::get(&self.xact_count),
+            Self::get(&self.query_count),
+            Self::get(&self.received),
+            Self::get(&self.sent),
+            Self::get(&self.xact_time_us),
+            Self::get(&self.query_time_us),
+            Self::get(&self.wait_time_us),
+            Self::get(&self.client_parse_count),
+            Self::get(&self.server_parse_count),
+            Self::get(&self.bind_count),
+        ]
+    }
+}
+
+/// PgBouncer's averages over the last stats period: counts and bytes per second, times per
+/// transaction / query / assignment, in µs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Averages {
+    values: [u64; 11],
+}
+
+impl Averages {
+    pub const COLUMNS: [&'static str; 11] = [
+        "server_assignment_count", "xact_count", "query_count", "recv", "sent", "xact_time", "query_time", "wait_time",
+        "client_parse_count", "server_parse_count", "bind_count",
+    ];
+
+    pub fn values(&self) -> [u64; 11] {
+        self.values
+    }
+
+    /// From two snapshots of `totals()` taken `period` apart.
+    pub fn between(before: &[u64; 11], after: &[u64; 11], period: std::time::Duration) -> Averages {
+        let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a.saturating_sub(*b)).collect();
+        let secs = period.as_secs().max(1);
+        let per_sec = |i: usize| d[i] / secs;
+        let per = |num: usize, den: usize| d[num] / d[den].max(1);
+        Averages {
+            values: [
+                per_sec(0),
+                per_sec(1),
+                per_sec(2),
+                per_sec(3),
+                per_sec(4),
+                per(5, 1),
+                per(6, 2),
+                per(7, 0),
+                per_sec(8),
+                per_sec(9),
+                per_sec(10),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn averages_are_rates_and_means() {
+        let before = [0; 11];
+        let after = [10, 20, 40, 2000, 4000, 200_000, 400_000, 1000, 60, 20, 100];
+        let a = Averages::between(&before, &after, Duration::from_secs(10)).values();
+        assert_eq!(a[1], 2); // xacts per second
+        assert_eq!(a[3], 200); // bytes received per second
+        assert_eq!(a[5], 10_000); // µs per transaction
+        assert_eq!(a[6], 10_000); // µs per query
+        assert_eq!(a[7], 100); // µs waited per assignment
+    }
+}

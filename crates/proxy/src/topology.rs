@@ -21,9 +21,12 @@ pub struct Database {
 }
 
 /// A cluster's live replica state and the monitor that keeps it.
+#[derive(Clone)]
 pub struct ClusterRuntime {
     pub state: Arc<ClusterState>,
-    _monitor: MonitorHandle,
+    _monitor: Arc<MonitorHandle>,
+    /// What the monitor was started with: RELOAD restarts it only when this changes.
+    key: (String, Vec<String>),
 }
 
 /// The pools of one cluster for one user.
@@ -62,12 +65,19 @@ pub struct Topology {
 
 impl Topology {
     pub fn build(config: Arc<Config>) -> Result<Topology, TopologyError> {
+        Self::build_reusing(config, None)
+    }
+
+    /// Builds from `config`, keeping from `old` the pools, monitors and statistics whose
+    /// settings are unchanged (RELOAD must not drop clients or counters).
+    pub fn build_reusing(config: Arc<Config>, old: Option<&Topology>) -> Result<Topology, TopologyError> {
         let mut databases = HashMap::new();
         for (name, cl) in &config.clusters {
             let cluster: Arc<str> = Arc::from(name.as_str());
             let own = cl.consistency.unwrap_or(config.routing.consistency);
             let db = |name: &str, consistency: Consistency, mode: RoutingMode| {
-                Arc::new(Database { name: name.to_string(), cluster: cluster.clone(), consistency, mode, stats: Arc::default() })
+                let stats = old.and_then(|o| o.databases.get(name)).map(|d| d.stats.clone()).unwrap_or_default();
+                Arc::new(Database { name: name.to_string(), cluster: cluster.clone(), consistency, mode, stats })
             };
             databases.insert(name.clone(), db(name, own, RoutingMode::Automatic));
             for (alias, consistency) in &cl.aliases {
@@ -115,7 +125,8 @@ impl Topology {
                 };
                 // Server passwords must be plain text: a verifier can't log in anywhere.
                 let password = u.password.clone().filter(|p| matches!(Secret::parse(p), Ok(Secret::Plain(_))));
-                let make = |addr: &str, role: String| -> Result<NodePool, TopologyError> {
+                let previous = old.and_then(|o| o.pools.get(&(cluster.clone(), u.name.clone())));
+                let make = |addr: &str, role: String, reuse: Option<&NodePool>| -> Result<NodePool, TopologyError> {
                     let label: Arc<str> = Arc::from(format!("{name}/{role}"));
                     let target = ServerTarget {
                         addr: addr.to_string(),
@@ -124,16 +135,23 @@ impl Topology {
                         password: password.clone(),
                         label: label.clone(),
                     };
+                    if let Some(pool) = reuse.filter(|p| same_pool(p, &target, &settings)) {
+                        pool.resize(settings.max_size);
+                        return Ok(pool.clone());
+                    }
                     ServerManager::new(target, settings)
                         .build_pool()
                         .map_err(|e| TopologyError::Pool { label: label.to_string(), problem: e.to_string() })
                 };
-                let primary = make(&cl.primary, "primary".into())?;
+                let primary = make(&cl.primary, "primary".into(), previous.map(|p| &p.primary))?;
                 let replicas = cl
                     .replicas
                     .iter()
                     .enumerate()
-                    .map(|(i, addr)| make(addr, format!("replica{i}")))
+                    .map(|(i, addr)| {
+                        let reuse = previous.and_then(|p| p.replicas.iter().find(|r| r.manager().target().addr == *addr));
+                        make(addr, format!("replica{i}"), reuse)
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 pools.insert((cluster.clone(), u.name.clone()), Arc::new(ClusterPools { primary, replicas }));
             }
@@ -145,8 +163,15 @@ impl Topology {
                 None => true,
                 Some(p) => matches!(Secret::parse(p), Ok(Secret::Plain(_))),
             });
-            let (state, monitor) = replicas::start_monitor(name, cl, login, &config);
-            clusters.insert(Arc::from(name.as_str()), ClusterRuntime { state, _monitor: monitor });
+            let key = (cl.primary.clone(), cl.replicas.clone());
+            let runtime = match old.and_then(|o| o.clusters.get(name.as_str())).filter(|r| r.key == key) {
+                Some(r) => r.clone(),
+                None => {
+                    let (state, monitor) = replicas::start_monitor(name, cl, login, &config);
+                    ClusterRuntime { state, _monitor: Arc::new(monitor), key }
+                }
+            };
+            clusters.insert(Arc::from(name.as_str()), runtime);
         }
         Ok(Topology { config, databases, users, pools, clusters })
     }
@@ -163,7 +188,26 @@ impl Topology {
         self.config.pooler.pool_mode
     }
 
+    pub fn clusters(&self) -> impl Iterator<Item = (&Arc<str>, &ClusterRuntime)> {
+        self.clusters.iter()
+    }
+
     pub fn all_pools(&self) -> impl Iterator<Item = (&(Arc<str>, String), &Arc<ClusterPools>)> {
         self.pools.iter()
     }
+}
+
+/// A pool can be kept across RELOAD when it logs in to the same place the same way.
+fn same_pool(pool: &NodePool, target: &ServerTarget, settings: &PoolSettings) -> bool {
+    let m = pool.manager();
+    let (t, s) = (m.target(), m.settings());
+    t.addr == target.addr
+        && t.database == target.database
+        && t.user == target.user
+        && t.password == target.password
+        && *t.label == *target.label
+        && s.connect_timeout == settings.connect_timeout
+        && s.lifetime == settings.lifetime
+        && s.idle_timeout == settings.idle_timeout
+        && s.wait_timeout == settings.wait_timeout
 }

@@ -144,7 +144,9 @@ impl Deallocate {
     /// folded to lower case, a quoted one unquoted. None for the other variants and for a
     /// `U&"..."` name (its escapes are not decoded).
     pub fn name<'a>(&self, sql: &'a [u8]) -> Option<Cow<'a, [u8]>> {
-        let Deallocate::Named { start, end } = *self else { return None };
+        let Deallocate::Named { start, end } = *self else {
+            return None;
+        };
         let raw = sql.get(start..end)?;
         match raw.first() {
             Some(b'"') => {
@@ -172,6 +174,9 @@ impl Deallocate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Classification {
     /// The class of the first statement (what opens the transaction). Read when there is none.
+    /// A BEGIN followed in the same Query by SET TRANSACTION (before any other statement but
+    /// SAVEPOINT-like ones) reports the transaction as the two together make it:
+    /// `BEGIN; SET TRANSACTION READ ONLY` is `Begin { read_only: true }`.
     pub first: StatementClass,
     /// Some statement must run on the primary ([`StatementClass::needs_primary`]). Pooler
     /// commands do not count: they never reach a server.
@@ -206,23 +211,71 @@ impl Classification {
         hint: None,
         deallocate: None,
     };
+}
+
+/// Folds statements into a [`Classification`].
+struct Acc {
+    c: Classification,
+    /// A statement other than the first needs the primary.
+    rest_write: bool,
+    /// The Query opened with BEGIN and nothing but transaction-neutral statements followed yet:
+    /// a SET TRANSACTION now still shapes the transaction BEGIN opened.
+    opening: Option<statement::TxModes>,
+}
+
+impl Acc {
+    fn new() -> Acc {
+        Acc {
+            c: Classification::EMPTY,
+            rest_write: false,
+            opening: None,
+        }
+    }
 
     fn add(&mut self, out: &Out) {
-        if self.statements == 0 {
-            self.first = out.class;
+        let c = &mut self.c;
+        match (self.opening, out.class, out.tx_modes) {
+            (_, _, _) if c.statements == 0 => {
+                c.first = out.class;
+                self.opening = if matches!(out.class, StatementClass::Begin { .. }) {
+                    out.tx_modes
+                } else {
+                    None
+                };
+            }
+            // `BEGIN; SET TRANSACTION READ ONLY; ...` is a read-only transaction.
+            (Some(mut modes), StatementClass::SetTransaction { .. }, Some(set)) => {
+                modes.read_only = set.read_only.or(modes.read_only);
+                modes.needs_primary |= set.needs_primary;
+                c.first = StatementClass::Begin {
+                    read_only: modes.replica_ok(),
+                };
+                self.opening = Some(modes);
+            }
+            (Some(_), StatementClass::TransactionNeutral, _) => {}
+            _ => {
+                self.opening = None;
+                self.rest_write |= out.class.needs_primary();
+            }
         }
-        self.statements = self.statements.saturating_add(1);
-        self.write |= out.class.needs_primary();
-        self.ends_transaction |=
+        c.statements = c.statements.saturating_add(1);
+        c.ends_transaction |=
             out.ends_transaction || matches!(out.class, StatementClass::Commit | StatementClass::Rollback);
-        self.chain |= out.chain;
-        self.calls_functions |= out.calls_functions;
-        self.deallocate = match (self.deallocate, out.deallocate) {
+        c.chain |= out.chain;
+        c.calls_functions |= out.calls_functions;
+        c.deallocate = match (c.deallocate, out.deallocate) {
             (d, None) => d,
             (None, d) => d,
             (Some(Deallocate::All), _) | (_, Some(Deallocate::All)) => Some(Deallocate::All),
             (Some(_), Some(_)) => Some(Deallocate::Several),
         };
+    }
+
+    fn finish(self) -> Classification {
+        Classification {
+            write: self.rest_write || self.c.first.needs_primary(),
+            ..self.c
+        }
     }
 }
 
@@ -235,7 +288,12 @@ pub fn classify(sql: &str) -> Classification {
 /// >= 0x80 is taken for a letter, as the server's lexer does.
 pub fn classify_bytes(sql: &[u8]) -> Classification {
     if sql.len() >= lexer::MAX_LEN {
-        return Classification { first: StatementClass::Write, write: true, statements: 1, ..Classification::EMPTY };
+        return Classification {
+            first: StatementClass::Write,
+            write: true,
+            statements: 1,
+            ..Classification::EMPTY
+        };
     }
     let (mut c, ambiguous) = classify_with(sql, false);
     if ambiguous {
@@ -255,11 +313,11 @@ pub fn classify_bytes(sql: &[u8]) -> Classification {
 
 fn classify_with(sql: &[u8], legacy_strings: bool) -> (Classification, bool) {
     let mut lx = Lexer::new(sql, legacy_strings);
-    let mut c = Classification::EMPTY;
+    let mut acc = Acc::new();
     while let Some(out) = next_statement(&mut lx) {
-        c.add(&out);
+        acc.add(&out);
     }
-    (c, lx.saw_plain_backslash)
+    (acc.finish(), lx.saw_plain_backslash)
 }
 
 /// Classifies the next non-empty statement and consumes it with its `;`.
@@ -318,12 +376,19 @@ fn parse_hint(s: &[u8]) -> Option<Hint> {
     if !word.eq_ignore_ascii_case(b"consistency") {
         return None;
     }
-    let rest = s.get(word.len()..)?.trim_ascii_start().strip_prefix(b"=")?.trim_ascii_start();
+    let rest = s
+        .get(word.len()..)?
+        .trim_ascii_start()
+        .strip_prefix(b"=")?
+        .trim_ascii_start();
     parse_consistency(hint_word(rest)).map(Hint::Consistency)
 }
 
 fn hint_word(s: &[u8]) -> &[u8] {
-    let end = s.iter().position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')).unwrap_or(s.len());
+    let end = s
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'))
+        .unwrap_or(s.len());
     s.get(..end).unwrap_or(&[])
 }
 
@@ -338,6 +403,9 @@ pub(crate) fn parse_consistency(v: &[u8]) -> Option<Consistency> {
     Consistency::ALL.into_iter().find(|c| {
         let name = c.as_str().as_bytes();
         name.len() == v.len()
-            && name.iter().zip(v).all(|(&n, &b)| n == b.to_ascii_lowercase() || (n == b'-' && b == b'_'))
+            && name
+                .iter()
+                .zip(v)
+                .all(|(&n, &b)| n == b.to_ascii_lowercase() || (n == b'-' && b == b'_'))
     })
 }

@@ -93,13 +93,35 @@ fn is_dollar_tag_cont(b: u8) -> bool {
 fn is_op_char(b: u8) -> bool {
     matches!(
         b,
-        b'~' | b'!' | b'@' | b'#' | b'^' | b'&' | b'|' | b'`' | b'?' | b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>' | b'='
+        b'~' | b'!'
+            | b'@'
+            | b'#'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b'`'
+            | b'?'
+            | b'+'
+            | b'-'
+            | b'*'
+            | b'/'
+            | b'%'
+            | b'<'
+            | b'>'
+            | b'='
     )
 }
 
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a [u8], legacy_strings: bool) -> Self {
-        Lexer { src, pos: 0, legacy_strings, peeked: None, saw_plain_backslash: false, failed: false }
+        Lexer {
+            src,
+            pos: 0,
+            legacy_strings,
+            peeked: None,
+            saw_plain_backslash: false,
+            failed: false,
+        }
     }
 
     pub fn src(&self) -> &'a [u8] {
@@ -177,7 +199,11 @@ impl<'a> Lexer<'a> {
 
     fn token(&self, kind: Kind, start: usize, end: usize) -> Token {
         // Texts of MAX_LEN or more are refused before lexing, so these never truncate.
-        Token { kind, start: start as u32, end: end as u32 }
+        Token {
+            kind,
+            start: start as u32,
+            end: end as u32,
+        }
     }
 
     fn single(&mut self, kind: Kind, start: usize) -> Token {
@@ -293,7 +319,10 @@ impl<'a> Lexer<'a> {
             i
         };
         let mut i = start;
-        if self.at(i) == b'0' && matches!(self.at(i + 1), b'x' | b'X' | b'o' | b'O' | b'b' | b'B') && self.at(i + 2).is_ascii_hexdigit() {
+        if self.at(i) == b'0'
+            && matches!(self.at(i + 1), b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+            && self.at(i + 2).is_ascii_hexdigit()
+        {
             i = digits(self, i + 2, true);
         } else {
             i = digits(self, i, false);
@@ -423,14 +452,23 @@ mod tests {
     fn lexes_literals_and_comments() {
         use Kind::*;
         let k = |s: &str| kinds(s).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(k("SELECT 'a''b', E'c\\'d', $$x;y$$, $t$ $$ $t$, $1"), [Word, Str, Comma, Str, Comma, DollarStr, Comma, DollarStr, Comma, Param]);
+        assert_eq!(
+            k("SELECT 'a''b', E'c\\'d', $$x;y$$, $t$ $$ $t$, $1"),
+            [Word, Str, Comma, Str, Comma, DollarStr, Comma, DollarStr, Comma, Param]
+        );
         assert_eq!(k("a$b$ $$"), [Word, Unterminated]);
-        assert_eq!(k("\"in\"\"sert\" U&\"x\" U&'y' B'1' X'f' n'z'"), [QuotedIdent, QuotedIdent, Str, Str, Str, Str]);
+        assert_eq!(
+            k("\"in\"\"sert\" U&\"x\" U&'y' B'1' X'f' n'z'"),
+            [QuotedIdent, QuotedIdent, Str, Str, Str, Str]
+        );
         assert_eq!(k("1--c\n+/* a /* b */ c */2"), [Number, Op, Number]);
         assert_eq!(k("x::int->>'a'@>b"), [Word, Cast, Word, Op, Str, Op, Word]);
         assert_eq!(k("'open"), [Unterminated]);
         assert_eq!(k("/* open /* */"), [Unterminated]);
-        assert_eq!(k("$ 1.5e3 .5 t.c 1e-5 0x1F"), [Other, Number, Number, Word, Dot, Word, Number, Number]);
+        assert_eq!(
+            k("$ 1.5e3 .5 t.c 1e-5 0x1F"),
+            [Other, Number, Number, Word, Dot, Word, Number, Number]
+        );
         assert_eq!(k("1into"), [Number, Word]);
         assert_eq!(k("a*/*c*/b"), [Word, Op, Word]);
     }

@@ -23,11 +23,37 @@ pub(crate) struct Out {
     pub chain: bool,
     /// Ends the transaction without being a Commit or Rollback (PREPARE TRANSACTION).
     pub ends_transaction: bool,
+    /// The modes a BEGIN or SET TRANSACTION gave the current transaction, so that a SET
+    /// TRANSACTION right after BEGIN in the same Query can be folded into it.
+    pub tx_modes: Option<TxModes>,
+}
+
+/// Transaction modes as far as routing cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TxModes {
+    /// READ ONLY (true) or READ WRITE (false), if given.
+    pub read_only: Option<bool>,
+    /// ISOLATION LEVEL SERIALIZABLE, or a snapshot import: needs the primary.
+    pub needs_primary: bool,
 }
 
 impl Out {
     fn class(class: StatementClass) -> Out {
-        Out { class, calls_functions: false, deallocate: None, chain: false, ends_transaction: false }
+        Out {
+            class,
+            calls_functions: false,
+            deallocate: None,
+            chain: false,
+            ends_transaction: false,
+            tx_modes: None,
+        }
+    }
+
+    fn with_modes(class: StatementClass, modes: TxModes) -> Out {
+        Out {
+            tx_modes: Some(modes),
+            ..Out::class(class)
+        }
     }
 }
 
@@ -37,6 +63,7 @@ const WRITE: Out = Out {
     deallocate: None,
     chain: false,
     ends_transaction: false,
+    tx_modes: None,
 };
 
 /// A statement's view of the token stream: `next`/`peek` return None at its end, which is a `;`,
@@ -52,7 +79,12 @@ pub(crate) struct Stmt<'l, 'a> {
 
 impl<'l, 'a> Stmt<'l, 'a> {
     pub fn top(lx: &'l mut Lexer<'a>) -> Self {
-        Stmt { lx, nested: false, depth: 0, malformed: false }
+        Stmt {
+            lx,
+            nested: false,
+            depth: 0,
+            malformed: false,
+        }
     }
 
     pub fn peek(&mut self) -> Option<Token> {
@@ -141,7 +173,12 @@ impl<'l, 'a> Stmt<'l, 'a> {
     /// Classifies the sub-statement that starts here and ends at the `)` closing the group we
     /// are in (left unconsumed).
     fn sub_statement(&mut self, level: u8) -> Out {
-        let mut inner = Stmt { lx: &mut *self.lx, nested: true, depth: 0, malformed: false };
+        let mut inner = Stmt {
+            lx: &mut *self.lx,
+            nested: true,
+            depth: 0,
+            malformed: false,
+        };
         let out = statement(&mut inner, level + 1);
         inner.skip_rest();
         out
@@ -204,7 +241,7 @@ fn by_keyword(st: &mut Stmt<'_, '_>, first: Token, level: u8) -> Out {
         Kw::Abort => rollback(st, false),
         // Cursors live and die with the transaction, wherever it runs.
         Kw::Savepoint | Kw::Release | Kw::Fetch | Kw::Move | Kw::Close => Out::class(C::TransactionNeutral),
-        Kw::Set => Out::class(set(st)),
+        Kw::Set => set(st),
         Kw::Reset => Out::class(reset(st)),
         Kw::Discard => discard(st),
         Kw::Deallocate => deallocate(st),
@@ -249,8 +286,15 @@ impl Scan {
     }
 
     fn out(&self) -> Out {
-        let class = if self.write { StatementClass::Write } else { StatementClass::Read };
-        Out { calls_functions: self.calls_functions, ..Out::class(class) }
+        let class = if self.write {
+            StatementClass::Write
+        } else {
+            StatementClass::Read
+        };
+        Out {
+            calls_functions: self.calls_functions,
+            ..Out::class(class)
+        }
     }
 }
 
@@ -318,8 +362,11 @@ fn query_word(st: &mut Stmt<'_, '_>, first: Token, ctx: Prev, scan: &mut Scan, l
             None => break,
         }
     }
-    if st.peek_kind() == Some(Kind::LParen) && !matches!(ctx, Prev::Cast | Prev::As | Prev::RParen) {
-        function_call(st, qualifier, name, scan);
+    if st.peek_kind() == Some(Kind::LParen) {
+        // After `::`, `AS` or `)` a name before `(` is a type (`numeric(10,2)`) or an alias with
+        // a column list (`g(n)`), not a call; a writing function's name still counts.
+        let type_or_alias = matches!(ctx, Prev::Cast | Prev::As | Prev::RParen);
+        function_call(st, qualifier, name, type_or_alias, scan);
     }
     Prev::Other
 }
@@ -329,13 +376,18 @@ fn with_query_nested(st: &mut Stmt<'_, '_>, level: u8) -> Out {
     if level > MAX_NESTING {
         return WRITE;
     }
-    let mut inner = Stmt { lx: &mut *st.lx, nested: true, depth: 0, malformed: false };
+    let mut inner = Stmt {
+        lx: &mut *st.lx,
+        nested: true,
+        depth: 0,
+        malformed: false,
+    };
     let out = with_query(&mut inner, level + 1);
     inner.skip_rest();
     out
 }
 
-fn function_call(st: &Stmt<'_, '_>, qualifier: Option<Token>, name: Token, scan: &mut Scan) {
+fn function_call(st: &Stmt<'_, '_>, qualifier: Option<Token>, name: Token, type_or_alias: bool, scan: &mut Scan) {
     let folded = name.kind == Kind::Word;
     let text = unquote(st.text(name), name.kind);
     let builtin_scope = match qualifier {
@@ -344,8 +396,8 @@ fn function_call(st: &Stmt<'_, '_>, qualifier: Option<Token>, name: Token, scan:
     };
     match function_kind(text, folded, builtin_scope) {
         FunctionKind::Writes => scan.write = true,
-        FunctionKind::Unknown => scan.calls_functions = true,
-        FunctionKind::NotAFunction | FunctionKind::ReadOnly => {}
+        FunctionKind::Unknown if !type_or_alias => scan.calls_functions = true,
+        FunctionKind::Unknown | FunctionKind::NotAFunction | FunctionKind::ReadOnly => {}
     }
 }
 
@@ -422,13 +474,21 @@ fn explain(st: &mut Stmt<'_, '_>, level: u8) -> Out {
     if inner.class != StatementClass::Read {
         return WRITE;
     }
-    Out { calls_functions: analyze && inner.calls_functions, ..Out::class(StatementClass::Read) }
+    Out {
+        calls_functions: analyze && inner.calls_functions,
+        ..Out::class(StatementClass::Read)
+    }
 }
 
 /// The options up to the closing `)` (left unconsumed): is ANALYZE on?
 fn explain_options(st: &mut Stmt<'_, '_>) -> bool {
     let mut analyze = false;
-    let mut opts = Stmt { lx: &mut *st.lx, nested: true, depth: 0, malformed: false };
+    let mut opts = Stmt {
+        lx: &mut *st.lx,
+        nested: true,
+        depth: 0,
+        malformed: false,
+    };
     while let Some(name) = opts.next() {
         let is_analyze = matches!(opts.kw(name), Some(Kw::Analyze | Kw::Analyse));
         let mut on = true;
@@ -445,7 +505,9 @@ fn explain_options(st: &mut Stmt<'_, '_>) -> bool {
 
 /// A boolean option value that turns the option off.
 fn is_false(v: &[u8]) -> bool {
-    [&b"false"[..], b"off", b"0", b"no"].iter().any(|f| v.eq_ignore_ascii_case(f))
+    [&b"false"[..], b"off", b"0", b"no"]
+        .iter()
+        .any(|f| v.eq_ignore_ascii_case(f))
 }
 
 /// `COPY table [(cols)] TO STDOUT` and `COPY (query) TO STDOUT` read; `COPY ... FROM` writes,
@@ -512,8 +574,15 @@ fn declare(st: &mut Stmt<'_, '_>, level: u8) -> Out {
     if inner.class != StatementClass::Read {
         return WRITE;
     }
-    let class = if hold { StatementClass::Session } else { StatementClass::TransactionNeutral };
-    Out { calls_functions: inner.calls_functions, ..Out::class(class) }
+    let class = if hold {
+        StatementClass::Session
+    } else {
+        StatementClass::TransactionNeutral
+    };
+    Out {
+        calls_functions: inner.calls_functions,
+        ..Out::class(class)
+    }
 }
 
 /// CREATE: a write. Only its extent needs care: a `CREATE [OR REPLACE] FUNCTION|PROCEDURE` with
@@ -576,9 +645,18 @@ fn transaction_modes(st: &mut Stmt<'_, '_>) -> Modes {
 }
 
 impl Modes {
+    fn tx(&self) -> TxModes {
+        TxModes {
+            read_only: self.read_only,
+            needs_primary: self.serializable || self.snapshot,
+        }
+    }
+}
+
+impl TxModes {
     /// A transaction with these modes may run on a replica.
-    fn replica_ok(&self) -> bool {
-        self.read_only == Some(true) && !self.serializable && !self.snapshot
+    pub fn replica_ok(&self) -> bool {
+        self.read_only == Some(true) && !self.needs_primary
     }
 }
 
@@ -587,8 +665,13 @@ fn begin(st: &mut Stmt<'_, '_>) -> Out {
     if !st.eat_kw(Kw::Work) {
         st.eat_kw(Kw::Transaction);
     }
-    let modes = transaction_modes(st);
-    Out::class(StatementClass::Begin { read_only: modes.replica_ok() })
+    let modes = transaction_modes(st).tx();
+    Out::with_modes(
+        StatementClass::Begin {
+            read_only: modes.replica_ok(),
+        },
+        modes,
+    )
 }
 
 /// `COMMIT|END [WORK|TRANSACTION] [AND [NO] CHAIN]`; `COMMIT PREPARED 'gid'` is a write.
@@ -599,7 +682,10 @@ fn commit(st: &mut Stmt<'_, '_>, prepared_allowed: bool) -> Out {
     if !st.eat_kw(Kw::Work) {
         st.eat_kw(Kw::Transaction);
     }
-    Out { chain: and_chain(st), ..Out::class(StatementClass::Commit) }
+    Out {
+        chain: and_chain(st),
+        ..Out::class(StatementClass::Commit)
+    }
 }
 
 /// `ROLLBACK|ABORT [WORK|TRANSACTION] [AND [NO] CHAIN]`; `ROLLBACK [WORK] TO [SAVEPOINT] s` keeps
@@ -614,7 +700,10 @@ fn rollback(st: &mut Stmt<'_, '_>, prepared_allowed: bool) -> Out {
     if st.peek_kw() == Some(Kw::To) {
         return Out::class(StatementClass::TransactionNeutral);
     }
-    Out { chain: and_chain(st), ..Out::class(StatementClass::Rollback) }
+    Out {
+        chain: and_chain(st),
+        ..Out::class(StatementClass::Rollback)
+    }
 }
 
 fn and_chain(st: &mut Stmt<'_, '_>) -> bool {
@@ -626,7 +715,10 @@ fn and_chain(st: &mut Stmt<'_, '_>) -> bool {
 fn prepare(st: &mut Stmt<'_, '_>) -> Out {
     let (a, b) = st.peek2();
     if a.kind == Kind::Word && st.text(a).eq_ignore_ascii_case(b"transaction") && b.kind == Kind::Str {
-        return Out { ends_transaction: true, ..WRITE };
+        return Out {
+            ends_transaction: true,
+            ..WRITE
+        };
     }
     Out::class(StatementClass::Session)
 }
@@ -699,24 +791,28 @@ fn set_value<'a>(st: &mut Stmt<'_, 'a>) -> Option<Value<'a>> {
         return Some(Value { text, is_default });
     }
     let text = st.lx.src().get(first.range().start..last.range().end).unwrap_or(&[]);
-    Some(Value { text, is_default: false })
+    Some(Value {
+        text,
+        is_default: false,
+    })
 }
 
 /// `SET [SESSION|LOCAL] ...`.
-fn set(st: &mut Stmt<'_, '_>) -> StatementClass {
+fn set(st: &mut Stmt<'_, '_>) -> Out {
     use StatementClass as C;
     let mut local = false;
     match st.peek_kw() {
         Some(Kw::Session) => {
             st.next();
             match st.peek_kw() {
-                // SET SESSION CHARACTERISTICS AS TRANSACTION modes
+                // SET SESSION CHARACTERISTICS AS TRANSACTION modes: the session's default, so
+                // it is not folded into a preceding BEGIN (no tx_modes).
                 Some(Kw::Characteristics) => {
                     st.next();
                     let modes = transaction_modes(st);
-                    return set_transaction(&modes, C::Session);
+                    return Out::class(set_transaction(&modes, C::Session));
                 }
-                Some(Kw::Authorization) => return C::Session,
+                Some(Kw::Authorization) => return Out::class(C::Session),
                 _ => {}
             }
         }
@@ -730,29 +826,43 @@ fn set(st: &mut Stmt<'_, '_>) -> StatementClass {
         Some(Kw::Transaction) => {
             st.next();
             let modes = transaction_modes(st);
-            return set_transaction(&modes, C::TransactionNeutral);
+            return Out::with_modes(set_transaction(&modes, C::TransactionNeutral), modes.tx());
         }
-        Some(Kw::Constraints) => return C::TransactionNeutral,
+        Some(Kw::Constraints) => return Out::class(C::TransactionNeutral),
         _ => {}
     }
     match param_name(st) {
         // SET LOCAL lsnpool.consistency is answered like SET: the pooler has no per-transaction
-        // level (see the module docs).
-        Param::LsnpoolConsistency => C::Pooler(match set_value(st) {
+        // level (see PoolerCommand::SetConsistency).
+        Param::LsnpoolConsistency => Out::class(C::Pooler(match set_value(st) {
             None => PoolerCommand::InvalidConsistency,
             Some(v) if v.is_default => PoolerCommand::ResetConsistency,
-            Some(v) => parse_consistency(v.text).map_or(PoolerCommand::InvalidConsistency, PoolerCommand::SetConsistency),
-        }),
+            Some(v) => {
+                parse_consistency(v.text).map_or(PoolerCommand::InvalidConsistency, PoolerCommand::SetConsistency)
+            }
+        })),
         Param::TransactionReadOnly => match set_value(st).map(|v| bool_value(v.text)) {
-            Some(Some(read_only)) => C::SetTransaction { read_only },
-            _ => C::Write,
+            Some(Some(read_only)) => Out::with_modes(
+                C::SetTransaction { read_only },
+                TxModes {
+                    read_only: Some(read_only),
+                    needs_primary: false,
+                },
+            ),
+            _ => WRITE,
         },
         Param::TransactionIsolation => match set_value(st) {
-            Some(v) if v.text.eq_ignore_ascii_case(b"serializable") => C::SetTransaction { read_only: false },
-            _ => C::TransactionNeutral,
+            Some(v) if v.text.eq_ignore_ascii_case(b"serializable") => Out::with_modes(
+                C::SetTransaction { read_only: false },
+                TxModes {
+                    read_only: None,
+                    needs_primary: true,
+                },
+            ),
+            _ => Out::class(C::TransactionNeutral),
         },
-        Param::Other if local => C::TransactionNeutral,
-        Param::Other => C::Session,
+        Param::Other if local => Out::class(C::TransactionNeutral),
+        Param::Other => Out::class(C::Session),
     }
 }
 
@@ -771,7 +881,10 @@ fn set_transaction(m: &Modes, otherwise: StatementClass) -> StatementClass {
 }
 
 fn bool_value(v: &[u8]) -> Option<bool> {
-    if [&b"on"[..], b"true", b"yes", b"1"].iter().any(|t| v.eq_ignore_ascii_case(t)) {
+    if [&b"on"[..], b"true", b"yes", b"1"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+    {
         Some(true)
     } else if is_false(v) {
         Some(false)
@@ -802,7 +915,10 @@ fn reset(st: &mut Stmt<'_, '_>) -> StatementClass {
 /// `DISCARD ALL` drops every prepared statement too.
 fn discard(st: &mut Stmt<'_, '_>) -> Out {
     let all = st.eat_kw(Kw::All) && st.peek().is_none();
-    Out { deallocate: all.then_some(Deallocate::All), ..Out::class(StatementClass::Session) }
+    Out {
+        deallocate: all.then_some(Deallocate::All),
+        ..Out::class(StatementClass::Session)
+    }
 }
 
 /// `DEALLOCATE [PREPARE] name|ALL`.
@@ -816,8 +932,14 @@ fn deallocate(st: &mut Stmt<'_, '_>) -> Out {
     }
     let deallocate = match target {
         Some(t) if st.kw(t) == Some(Kw::All) => Some(Deallocate::All),
-        Some(t) if is_name(t) => Some(Deallocate::Named { start: t.start as usize, end: t.end as usize }),
+        Some(t) if is_name(t) => Some(Deallocate::Named {
+            start: t.start as usize,
+            end: t.end as usize,
+        }),
         _ => None,
     };
-    Out { deallocate, ..Out::class(StatementClass::Session) }
+    Out {
+        deallocate,
+        ..Out::class(StatementClass::Session)
+    }
 }
