@@ -46,6 +46,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitCode {
+// The recorder must exist before the monitors register their gauges.
+    if !config.pooler.metrics_listen.is_empty() {
+        if let Err(code) = start_metrics(&config.pooler.metrics_listen) {
+            return code;
+        }
+    }
     let topology = match Topology::build(config.clone()) {
         Ok(t) => t,
         Err(e) => {
@@ -53,11 +59,6 @@ async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitC
             return ExitCode::from(2);
         }
     };
-    if !config.pooler.metrics_listen.is_empty() {
-        if let Err(code) = start_metrics(&config.pooler.metrics_listen) {
-            return code;
-        }
-    }
     let listener = match tokio::net::TcpListener::bind(&config.pooler.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -1,40 +1,47 @@
-//! The proxy's view of a cluster's live node state (kept by `lsnpool-monitor`).
-//! TEMPORARY stub until the monitor crate lands.
+//! The proxy's view of a cluster's live node state, kept by `lsnpool-monitor`.
 
 use lsnpool_config::{ClusterConfig, Config, UserConfig};
-use lsnpool_router::{Lsn, NodeId, ReplicaView};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+pub use lsnpool_monitor::{ClusterState, MonitorHandle};
+use lsnpool_monitor::{spawn_monitor, MonitorParams};
+use lsnpool_router::{Lsn, ReplicaView};
 use std::time::Duration;
 
-#[derive(Default)]
-pub struct ClusterState {
-    highest_commit: AtomicU64,
+pub fn start_monitor(name: &str, cl: &ClusterConfig, login: Option<&UserConfig>, config: &Config) -> (std::sync::Arc<ClusterState>, MonitorHandle) {
+    let mut params = MonitorParams::new(
+        name,
+        cl.primary.clone(),
+        cl.replicas.clone(),
+        login.map(|u| u.name.clone()).unwrap_or_else(|| "postgres".into()),
+        login.and_then(|u| u.password.clone()),
+        cl.server_database(name),
+    );
+    params.poll_interval = config.routing.lsn_poll_interval;
+    params.connect_timeout = config.pooler.server_connect_timeout;
+    spawn_monitor(params)
 }
 
-pub struct MonitorHandle;
-
-pub fn start_monitor(_name: &str, _cl: &ClusterConfig, _login: Option<&UserConfig>, _config: &Config) -> (Arc<ClusterState>, MonitorHandle) {
-    (Arc::default(), MonitorHandle)
-}
-
-pub fn views(_state: &ClusterState, out: &mut Vec<ReplicaView>) {
+/// Fills `out` with every replica's routing-relevant state (reusing its allocation).
+pub fn views(state: &ClusterState, out: &mut Vec<ReplicaView>) {
     out.clear();
+    out.extend(state.replicas().map(|r| ReplicaView {
+        node: r.node,
+        in_rotation: r.in_rotation,
+        replay_lsn: r.replay_lsn,
+        lag: r.lag(),
+        outstanding: r.outstanding,
+    }));
 }
 
 pub fn global_commit(state: &ClusterState) -> Lsn {
-    Lsn(state.highest_commit.load(Ordering::Acquire))
+    state.highest_commit_lsn()
 }
 
 pub fn note_commit(state: &ClusterState, lsn: Lsn) {
-    state.highest_commit.fetch_max(lsn.0, Ordering::AcqRel);
+    state.note_commit_lsn(lsn);
 }
 
-pub fn begin_read(_state: &ClusterState, _node: NodeId) {}
-pub fn end_read(_state: &ClusterState, _node: NodeId) {}
-
-pub async fn wait_for_replay(_state: &ClusterState, _node: NodeId, _lsn: Lsn, _timeout: Duration) -> bool {
-    false
+pub async fn wait_for_replay(state: &ClusterState, node: lsnpool_router::NodeId, lsn: Lsn, timeout: Duration) -> bool {
+    state.wait_for_replay(node, lsn, timeout).await
 }
 
 /// One node as SHOW REPLICAS shows it.
@@ -51,6 +58,34 @@ pub struct NodeRow {
     pub in_rotation: bool,
 }
 
-pub fn node_rows(_state: &ClusterState, _cl: &ClusterConfig) -> Vec<NodeRow> {
-    Vec::new()
+pub fn node_rows(state: &ClusterState, cl: &ClusterConfig) -> Vec<NodeRow> {
+    let p = state.primary();
+    let age_ms = |micros: u64| lsnpool_monitor::age_of(micros).map(|d| d.as_millis() as u64);
+    let mut rows = vec![NodeRow {
+        node: "primary".into(),
+        addr: cl.primary.clone(),
+        role: "primary",
+        state: if p.up { "up" } else { "down" },
+        lsn: p.current_lsn,
+        lag_bytes: 0,
+        lag_ms: 0,
+        last_poll_ms_ago: age_ms(p.last_poll_micros),
+        reads_routed: 0,
+        in_rotation: p.up,
+    }];
+    for r in state.replicas() {
+        rows.push(NodeRow {
+            node: format!("replica{}", r.node.0),
+            addr: state.replica_addr(r.node).unwrap_or_default().to_string(),
+            role: if r.promoted { "promoted" } else { "replica" },
+            state: if r.up { "up" } else { "down" },
+            lsn: r.replay_lsn,
+            lag_bytes: r.lag_bytes,
+            lag_ms: r.lag_micros / 1000,
+            last_poll_ms_ago: age_ms(r.last_poll_micros),
+            reads_routed: r.reads_routed,
+            in_rotation: r.in_rotation,
+        });
+    }
+    rows
 }

@@ -158,16 +158,20 @@ impl Session {
         }
         let mut forced = None;
         loop {
+            let cluster = self.cluster.clone();
+            let mut _outstanding = None;
             let (mut server, target) = match self.held.take() {
                 Some(held) => held,
                 None => {
                     let target = self.choose(&info, forced).await;
+                    // Counted from the decision on, so concurrent decisions spread the load.
+                    _outstanding = match target.route {
+                        Route::Replica(node) => cluster.begin_read(node),
+                        Route::Primary => Some(cluster.begin_primary()),
+                    };
                     match self.checkout(target.route).await {
                         Some(s) => (s, target),
-                        None => {
-                            self.end_read(target);
-                            return Ok(());
-                        }
+                        None => return Ok(()),
                     }
                 }
             };
@@ -190,7 +194,6 @@ impl Session {
                 (outcome, relay.may_write, relay.captured)
             };
             slot.set_server(None);
-            self.end_read(target);
             if let Some(lsn) = captured {
                 self.learn_commit(lsn);
             }
@@ -292,7 +295,6 @@ impl Session {
                 DbStats::add(&db.stats.replica_reads, 1);
                 metrics::counter!("lsnpool_routing_decisions_total", "database" => db.name.clone(), "route" => "replica", "reason" => "read").increment(1);
                 let replay_lsn = self.views.iter().find(|v| v.node == node).map_or(Lsn::ZERO, |v| v.replay_lsn);
-                replicas::begin_read(&cluster, node);
                 tracing::debug!(client = %self.peer, replica = node.0, %replay_lsn, "read routed to replica");
                 Target { route: Route::Replica(node), replay_lsn }
             }
@@ -300,12 +302,6 @@ impl Session {
                 tracing::debug!(client = %self.peer, reason = reason.as_str(), "routed to primary");
                 primary(reason)
             }
-        }
-    }
-
-    fn end_read(&self, target: Target) {
-        if let Route::Replica(node) = target.route {
-            replicas::end_read(&self.cluster, node);
         }
     }
 

@@ -324,7 +324,9 @@ fn query_word(st: &mut Stmt<'_, '_>, first: Token, ctx: Prev, scan: &mut Scan, l
     if ctx == Prev::Dot {
         return Prev::Other; // `t.update`: a column
     }
-    match st.kw(first) {
+    // After AS a keyword is an alias (`SELECT 1 AS update`); only the call check below applies.
+    let kw = if ctx == Prev::As { None } else { st.kw(first) };
+    match kw {
         // INSERT/UPDATE/DELETE/MERGE inside a query: a data-modifying CTE or a subquery that
         // is not a plain SELECT. INTO: SELECT ... INTO creates a table.
         Some(Kw::Insert | Kw::Update | Kw::Delete | Kw::Merge | Kw::Into) => {
