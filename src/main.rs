@@ -69,6 +69,7 @@ async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitC
     tracing::info!(listen = %config.pooler.listen, "lsnpool ready");
     let pooler = Pooler::new(topology, config_path);
     pooler.spawn_stats_period();
+    pooler.spawn_gauges();
     let server = tokio::spawn(serve(pooler.clone(), listener));
     let immediate = watch_signals(pooler.clone());
     // Serve until shutdown begins (signal or the admin console's SHUTDOWN)...

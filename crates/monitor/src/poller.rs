@@ -34,6 +34,20 @@ const REPLICA_POLL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// tokio-postgres' `Display` names only the kind ("error connecting to server", "db error");
+/// the useful part ("Connection refused", the server's message) is in the source chain.
+/// None of it contains the password: the server never echoes it and we never format `Config`.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Role {
     Primary,
@@ -163,7 +177,7 @@ impl Poller {
         loop {
             let (reason, polled_ok) = match timeout(self.settings.connect_timeout, self.connect(&config)).await {
                 Ok(Ok(conn)) => self.poll_loop(&conn, node, &gauges, &mut logged, &mut lag).await,
-                Ok(Err(e)) => (format!("connect failed: {e}"), false),
+                Ok(Err(e)) => (format!("connect failed: {}", describe(&e)), false),
                 Err(_) => (format!("connect timed out after {:?}", self.settings.connect_timeout), false),
             };
             // Out of rotation before anything else (the connection is already dropped).
@@ -222,7 +236,7 @@ impl Poller {
             let started = monotonic_micros();
             let row = match timeout(poll_timeout, conn.client.query_one(&conn.statement, &[])).await {
                 Ok(Ok(row)) => row,
-                Ok(Err(e)) => return (format!("poll failed: {e}"), polled_ok),
+                Ok(Err(e)) => return (format!("poll failed: {}", describe(&e)), polled_ok),
                 Err(_) => return (format!("poll timed out after {poll_timeout:?}"), polled_ok),
             };
             let applied = match self.role {
@@ -230,7 +244,7 @@ impl Poller {
                 Role::Replica(id) => self.apply_replica(id, node, &row, started, gauges, logged, lag),
             };
             if let Err(e) = applied {
-                return (format!("unexpected poll result: {e}"), polled_ok);
+                return (format!("unexpected poll result: {}", describe(&e)), polled_ok);
             }
             polled_ok = true;
             gauges.up.set(1.0);

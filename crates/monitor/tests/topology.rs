@@ -51,6 +51,14 @@ fn r2_delay() -> Option<String> {
 fn ensure_up() {
     static UP: Once = Once::new();
     UP.call_once(|| {
+        // The monitor's transition logs, shown with `--nocapture` (RUST_LOG to change).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_test_writer()
+            .try_init();
         let mut cmd = Command::new(repo_root().join("testenv/pgenv.sh"));
         cmd.arg("up").current_dir(repo_root());
         if std::env::var_os("R2_APPLY_DELAY").is_none() {
@@ -200,7 +208,7 @@ async fn r1_replays_a_fresh_commit_within_a_second() {
     eprintln!("r1 replayed {lsn} {:?} after the commit LSN was read", start.elapsed());
     assert!(state.snapshot(R1_ID).replay_lsn >= lsn);
     assert_eq!(state.highest_commit_lsn(), lsn);
-    assert_eq!(state.wait_for_any_replay(lsn, Duration::from_secs(1)).await.is_some(), true);
+    assert!(state.wait_for_any_replay(lsn, Duration::from_secs(1)).await.is_some());
 
     // And the row is really there on r1.
     let r1 = connect(R1).await;
@@ -218,6 +226,8 @@ async fn delayed_replica_lags_then_catches_up() {
     let table = unique_table(&primary, "delay").await;
     // r2 replays the CREATE TABLE before the delay starts, so only our INSERT is delayed.
     let created = current_lsn(&primary).await;
+    // wait_for_replay answers false at once for a node not in rotation (yet).
+    assert!(wait_until(Duration::from_secs(1), || all_in_rotation(&state)).await);
     assert!(state.wait_for_replay(R2_ID, created, Duration::from_secs(5)).await);
 
     let delay = DelayGuard::set("300ms");
@@ -255,6 +265,8 @@ async fn paused_replica_stays_up_but_never_reaches_newer_lsn() {
     let primary = connect(PRIMARY).await;
     let table = unique_table(&primary, "pause").await;
     let created = current_lsn(&primary).await;
+    // wait_for_replay answers false at once for a node not in rotation (yet).
+    assert!(wait_until(Duration::from_secs(1), || all_in_rotation(&state)).await);
     assert!(state.wait_for_replay(R2_ID, created, Duration::from_secs(5)).await);
 
     let r2 = connect(R2).await;
@@ -451,4 +463,50 @@ async fn a_hung_node_leaves_rotation_after_the_poll_timeout() {
     fwd.freeze(false);
     assert!(wait_until(Duration::from_secs(2), || state.snapshot(R1_ID).in_rotation).await);
     fwd.cut();
+}
+
+/// Collects log output in memory, to check what the monitor says (and does not say).
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// current_thread on purpose: the monitor's tasks then run on this thread, where the scoped
+// log subscriber below is in force.
+#[tokio::test(flavor = "current_thread")]
+async fn a_wrong_password_is_down_logged_once_and_never_leaked() {
+    ensure_up();
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _scoped = tracing::subscriber::set_default(subscriber);
+
+    let secret = "not-the-password-7f3a9c";
+    let mut p = params(&[R1]);
+    p.password = Some(secret.to_string());
+    assert!(!format!("{p:?}").contains(secret), "Debug must redact the password");
+    let (state, handle) = spawn_monitor(p);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!state.primary().up && !state.snapshot(R1_ID).up);
+    handle.shutdown().await;
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(!text.contains(secret), "password in the logs:\n{text}");
+    assert!(text.contains("password authentication failed"), "the server's reason is logged:\n{text}");
+    // One WARN per node for the one transition, however many reconnects failed meanwhile.
+    let warns = text.lines().filter(|l| l.contains("WARN")).count();
+    assert_eq!(warns, 2, "{text}");
+    assert!(text.lines().filter(|l| l.contains("node still down")).count() >= 2, "{text}");
 }

@@ -70,6 +70,39 @@ impl Pooler {
         self.averages.lock().ok().and_then(|m| m.get(db).map(|(_, a)| *a)).unwrap_or_default()
     }
 
+    /// Every second, sets the gauges of clients by state and server connections by node and
+    /// state from the registries (cheaper than moving gauges on every transaction).
+    pub fn spawn_gauges(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut seen_nodes: HashSet<String> = HashSet::new();
+            loop {
+                tick.tick().await;
+                let Some(pooler) = weak.upgrade() else { return };
+                let mut by_state = [0u64; 3];
+                for c in pooler.cancels.clients() {
+                    by_state[c.state() as usize] += 1;
+                }
+                for (state, n) in ["idle", "active", "waiting"].iter().zip(by_state) {
+                    metrics::gauge!("lsnpool_clients_by_state", "state" => *state).set(n as f64);
+                }
+                let mut servers: HashMap<(String, bool), u64> = HashMap::new();
+                for s in lsnpool_pool::registry::servers() {
+                    *servers.entry((s.label.to_string(), s.is_active())).or_default() += 1;
+                    seen_nodes.insert(s.label.to_string());
+                }
+                for node in &seen_nodes {
+                    for active in [false, true] {
+                        let n = servers.get(&(node.clone(), active)).copied().unwrap_or(0);
+                        let state = if active { "active" } else { "idle" };
+                        metrics::gauge!("lsnpool_server_connections", "node" => node.clone(), "state" => state).set(n as f64);
+                    }
+                }
+            }
+        });
+    }
+
     /// Recomputes the averages every STATS_PERIOD, for as long as the pooler lives.
     pub fn spawn_stats_period(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);

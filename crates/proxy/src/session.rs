@@ -190,7 +190,7 @@ impl Session {
                 let state = SessionState { statements: &mut self.statements, params: &mut self.login.params };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
-                record(&self.login.db, &relay.stats, started);
+                record(&self.login.db, &relay.stats, started, target.route);
                 (outcome, relay.may_write, relay.captured)
             };
             slot.set_server(None);
@@ -245,7 +245,7 @@ impl Session {
         let db = self.login.db.clone();
         let primary = |reason: PrimaryReason| {
             DbStats::add(db.stats.primary(reason), 1);
-            metrics::counter!("lsnpool_routing_decisions_total", "database" => db.name.clone(), "route" => "primary", "reason" => reason.as_str()).increment(1);
+            db.stats.metrics.routed_primary(reason).increment(1);
             Target { route: Route::Primary, replay_lsn: Lsn::ZERO }
         };
         if let Some(reason) = forced {
@@ -283,7 +283,7 @@ impl Session {
                 let caught_up = replicas::wait_for_replay(&cluster, node, needed, wait).await;
                 DbStats::add(&db.stats.catchup_waits, 1);
                 DbStats::add(&db.stats.catchup_wait_us, t0.elapsed().as_micros() as u64);
-                metrics::histogram!("lsnpool_catchup_wait_seconds").record(t0.elapsed().as_secs_f64());
+                db.stats.metrics.catchup_wait_seconds.record(t0.elapsed().as_secs_f64());
                 if caught_up {
                     replicas::views(&cluster, &mut self.views);
                     decision = Decision::Replica(node);
@@ -293,7 +293,7 @@ impl Session {
         match decision {
             Decision::Replica(node) => {
                 DbStats::add(&db.stats.replica_reads, 1);
-                metrics::counter!("lsnpool_routing_decisions_total", "database" => db.name.clone(), "route" => "replica", "reason" => "read").increment(1);
+                db.stats.metrics.routed_replica.increment(1);
                 let replay_lsn = self.views.iter().find(|v| v.node == node).map_or(Lsn::ZERO, |v| v.replay_lsn);
                 tracing::debug!(client = %self.peer, replica = node.0, %replay_lsn, "read routed to replica");
                 Target { route: Route::Replica(node), replay_lsn }
@@ -361,7 +361,7 @@ impl Session {
         };
         self.slot().set_state(ClientState::Idle);
         let waited = wait_started.elapsed();
-        metrics::histogram!("lsnpool_server_wait_seconds").record(waited.as_secs_f64());
+        self.login.db.stats.metrics.server_wait_seconds.record(waited.as_secs_f64());
         DbStats::add(&self.login.db.stats.wait_time_us, waited.as_micros() as u64);
         let label = pool.manager().target().label.clone();
         let mut server = match got {
@@ -571,7 +571,7 @@ fn discard(server: Server) {
     tracing::debug!(node = %conn.label, pid = conn.key.pid, "server connection closed");
 }
 
-fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant) {
+fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant, route: Route) {
     let elapsed_us = started.elapsed().as_micros() as u64;
     let s = &db.stats;
     DbStats::add(&s.xact_count, 1);
@@ -583,12 +583,16 @@ fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant) {
     DbStats::add(&s.client_parse_count, stats.client_parses);
     DbStats::add(&s.server_parse_count, stats.server_parses);
     DbStats::add(&s.bind_count, stats.binds);
-    let labels = [("database", db.name.clone())];
-    metrics::counter!("lsnpool_transactions_total", &labels).increment(1);
-    metrics::counter!("lsnpool_queries_total", &labels).increment(stats.queries.max(1));
-    metrics::counter!("lsnpool_bytes_received_total", &labels).increment(stats.bytes_from_client);
-    metrics::counter!("lsnpool_bytes_sent_total", &labels).increment(stats.bytes_to_client);
-    metrics::histogram!("lsnpool_transaction_seconds", &labels).record(started.elapsed().as_secs_f64());
+    let m = &s.metrics;
+    let (xacts, queries) = match route {
+        Route::Primary => (&m.transactions_primary, &m.queries_primary),
+        Route::Replica(_) => (&m.transactions_replica, &m.queries_replica),
+    };
+    xacts.increment(1);
+    queries.increment(stats.queries.max(1));
+    m.bytes_received.increment(stats.bytes_from_client);
+    m.bytes_sent.increment(stats.bytes_to_client);
+    m.transaction_seconds.record(elapsed_us as f64 / 1e6);
     if let Some(code) = stats.first_error {
         let class = String::from_utf8_lossy(&code[..2]).into_owned();
         metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);

@@ -2,10 +2,53 @@
 //! Plain atomics, bumped once per transaction, so the relay takes no lock for them.
 
 use lsnpool_router::PrimaryReason;
+use metrics::{Counter, Histogram};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Default)]
+/// Prometheus handles of one database, registered once so a transaction records its metrics
+/// without building label sets or looking names up.
+pub struct DbMetrics {
+    pub transactions_primary: Counter,
+    pub transactions_replica: Counter,
+    pub queries_primary: Counter,
+    pub queries_replica: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub transaction_seconds: Histogram,
+    pub server_wait_seconds: Histogram,
+    pub catchup_wait_seconds: Histogram,
+    pub routed_replica: Counter,
+    routed_primary: [Counter; PrimaryReason::ALL.len()],
+}
+
+impl DbMetrics {
+    pub fn new(database: &str) -> DbMetrics {
+        let db = database.to_string();
+        let by_route = |name: &'static str, route: &'static str| metrics::counter!(name, "database" => db.clone(), "route" => route);
+        DbMetrics {
+            transactions_primary: by_route("lsnpool_transactions_total", "primary"),
+            transactions_replica: by_route("lsnpool_transactions_total", "replica"),
+            queries_primary: by_route("lsnpool_queries_total", "primary"),
+            queries_replica: by_route("lsnpool_queries_total", "replica"),
+            bytes_received: metrics::counter!("lsnpool_bytes_received_total", "database" => db.clone()),
+            bytes_sent: metrics::counter!("lsnpool_bytes_sent_total", "database" => db.clone()),
+            transaction_seconds: metrics::histogram!("lsnpool_transaction_seconds", "database" => db.clone()),
+            server_wait_seconds: metrics::histogram!("lsnpool_server_wait_seconds", "database" => db.clone()),
+            catchup_wait_seconds: metrics::histogram!("lsnpool_catchup_wait_seconds", "database" => db.clone()),
+            routed_replica: metrics::counter!("lsnpool_routing_decisions_total", "database" => db.clone(), "route" => "replica", "reason" => "read"),
+            routed_primary: PrimaryReason::ALL.map(|r| {
+                metrics::counter!("lsnpool_routing_decisions_total", "database" => db.clone(), "route" => "primary", "reason" => r.as_str())
+            }),
+        }
+    }
+
+    pub fn routed_primary(&self, reason: PrimaryReason) -> &Counter {
+        &self.routed_primary[reason as usize]
+    }
+}
+
 pub struct DbStats {
+    pub metrics: DbMetrics,
     pub server_assignment_count: AtomicU64,
     pub xact_count: AtomicU64,
     pub query_count: AtomicU64,
@@ -27,6 +70,30 @@ pub struct DbStats {
 }
 
 impl DbStats {
+    pub fn new(database: &str) -> DbStats {
+        DbStats {
+            metrics: DbMetrics::new(database),
+            server_assignment_count: AtomicU64::new(0),
+            xact_count: AtomicU64::new(0),
+            query_count: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            xact_time_us: AtomicU64::new(0),
+            query_time_us: AtomicU64::new(0),
+            wait_time_us: AtomicU64::new(0),
+            client_parse_count: AtomicU64::new(0),
+            server_parse_count: AtomicU64::new(0),
+            bind_count: AtomicU64::new(0),
+            client_login_count: AtomicU64::new(0),
+            replica_reads: AtomicU64::new(0),
+            primary_by_reason: Default::default(),
+            lsn_captured: AtomicU64::new(0),
+            lsn_capture_round_trips: AtomicU64::new(0),
+            catchup_waits: AtomicU64::new(0),
+            catchup_wait_us: AtomicU64::new(0),
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);

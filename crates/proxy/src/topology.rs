@@ -76,7 +76,7 @@ impl Topology {
             let cluster: Arc<str> = Arc::from(name.as_str());
             let own = cl.consistency.unwrap_or(config.routing.consistency);
             let db = |name: &str, consistency: Consistency, mode: RoutingMode| {
-                let stats = old.and_then(|o| o.databases.get(name)).map(|d| d.stats.clone()).unwrap_or_default();
+                let stats = old.and_then(|o| o.databases.get(name)).map(|d| d.stats.clone()).unwrap_or_else(|| Arc::new(DbStats::new(name)));
                 Arc::new(Database { name: name.to_string(), cluster: cluster.clone(), consistency, mode, stats })
             };
             databases.insert(name.clone(), db(name, own, RoutingMode::Automatic));
