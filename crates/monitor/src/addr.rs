@@ -6,7 +6,10 @@
 pub(crate) fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     (!host.is_empty()).then_some((host, port))
 }
 
@@ -16,8 +19,14 @@ mod tests {
 
     #[test]
     fn splits_addresses() {
-        assert_eq!(split_host_port("127.0.0.1:55432"), Some(("127.0.0.1", 55432)));
-        assert_eq!(split_host_port("db.example:5432"), Some(("db.example", 5432)));
+        assert_eq!(
+            split_host_port("127.0.0.1:55432"),
+            Some(("127.0.0.1", 55432))
+        );
+        assert_eq!(
+            split_host_port("db.example:5432"),
+            Some(("db.example", 5432))
+        );
         assert_eq!(split_host_port("[::1]:5432"), Some(("::1", 5432)));
         assert_eq!(split_host_port("localhost"), None);
         assert_eq!(split_host_port(":5432"), None);

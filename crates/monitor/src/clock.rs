@@ -12,12 +12,15 @@ static START: OnceLock<Instant> = OnceLock::new();
 pub fn monotonic_micros() -> u64 {
     let start = *START.get_or_init(Instant::now);
     // 2^64 µs is half a million years: the conversion cannot saturate in practice.
-    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX).saturating_add(1)
+    u64::try_from(start.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 /// How long ago a `monotonic_micros()` stamp was; `None` for 0 ("never").
 pub fn age_of(stamp_micros: u64) -> Option<Duration> {
-    (stamp_micros != 0).then(|| Duration::from_micros(monotonic_micros().saturating_sub(stamp_micros)))
+    (stamp_micros != 0)
+        .then(|| Duration::from_micros(monotonic_micros().saturating_sub(stamp_micros)))
 }
 
 #[cfg(test)]

@@ -114,8 +114,15 @@ impl Drop for MonitorHandle {
 /// starts down and joins rotation after its first good poll. Must be called inside a tokio
 /// runtime; install the metrics recorder first (the gauges bind to it here).
 pub fn spawn_monitor(params: MonitorParams) -> (Arc<ClusterState>, MonitorHandle) {
-    let state = Arc::new(ClusterState::new(params.cluster.clone(), params.primary.clone(), &params.replicas));
-    metrics::describe_gauge!("lsnpool_node_up", "1 if the monitor's last poll of the node succeeded");
+    let state = Arc::new(ClusterState::new(
+        params.cluster.clone(),
+        params.primary.clone(),
+        &params.replicas,
+    ));
+    metrics::describe_gauge!(
+        "lsnpool_node_up",
+        "1 if the monitor's last poll of the node succeeded"
+    );
     metrics::describe_gauge!(
         "lsnpool_replica_lag_bytes",
         metrics::Unit::Bytes,
@@ -138,7 +145,16 @@ pub fn spawn_monitor(params: MonitorParams) -> (Arc<ClusterState>, MonitorHandle
     });
     let roles = std::iter::once(Role::Primary).chain(state.replica_ids().map(Role::Replica));
     let tasks = roles
-        .map(|role| tokio::spawn(Poller { state: state.clone(), role, settings: settings.clone() }.run()))
+        .map(|role| {
+            tokio::spawn(
+                Poller {
+                    state: state.clone(),
+                    role,
+                    settings: settings.clone(),
+                }
+                .run(),
+            )
+        })
         .collect();
     (state, MonitorHandle { tasks })
 }

@@ -172,14 +172,27 @@ impl Poller {
         }
 
         let mut logged = Logged::default();
-        let mut lag = LagTracker { started: monotonic_micros(), caught_up_at: None };
+        let mut lag = LagTracker {
+            started: monotonic_micros(),
+            caught_up_at: None,
+        };
         let mut backoff = MIN_BACKOFF;
         loop {
-            let (reason, polled_ok) = match timeout(self.settings.connect_timeout, self.connect(&config)).await {
-                Ok(Ok(conn)) => self.poll_loop(&conn, node, &gauges, &mut logged, &mut lag).await,
-                Ok(Err(e)) => (format!("connect failed: {}", describe(&e)), false),
-                Err(_) => (format!("connect timed out after {:?}", self.settings.connect_timeout), false),
-            };
+            let (reason, polled_ok) =
+                match timeout(self.settings.connect_timeout, self.connect(&config)).await {
+                    Ok(Ok(conn)) => {
+                        self.poll_loop(&conn, node, &gauges, &mut logged, &mut lag)
+                            .await
+                    }
+                    Ok(Err(e)) => (format!("connect failed: {}", describe(&e)), false),
+                    Err(_) => (
+                        format!(
+                            "connect timed out after {:?}",
+                            self.settings.connect_timeout
+                        ),
+                        false,
+                    ),
+                };
             // Out of rotation before anything else (the connection is already dropped).
             self.state.mark_down(node);
             gauges.up.set(0.0);
@@ -200,7 +213,10 @@ impl Poller {
         }
     }
 
-    async fn connect(&self, config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
+    async fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<Conn, tokio_postgres::Error> {
         let (client, connection) = config.connect(NoTls).await?;
         let driver = AbortOnDrop(tokio::spawn(async move {
             // The error also surfaces as a failed poll, which is where it is logged.
@@ -214,7 +230,11 @@ impl Poller {
         };
         // Prepared once per connection: each poll is then a Bind/Execute of a known plan.
         let statement = client.prepare(sql).await?;
-        Ok(Conn { client, statement, _driver: driver })
+        Ok(Conn {
+            client,
+            statement,
+            _driver: driver,
+        })
     }
 
     /// Polls until a poll fails; returns why, and whether any poll succeeded.
@@ -234,17 +254,23 @@ impl Poller {
         loop {
             ticker.tick().await;
             let started = monotonic_micros();
-            let row = match timeout(poll_timeout, conn.client.query_one(&conn.statement, &[])).await {
+            let row = match timeout(poll_timeout, conn.client.query_one(&conn.statement, &[])).await
+            {
                 Ok(Ok(row)) => row,
                 Ok(Err(e)) => return (format!("poll failed: {}", describe(&e)), polled_ok),
                 Err(_) => return (format!("poll timed out after {poll_timeout:?}"), polled_ok),
             };
             let applied = match self.role {
                 Role::Primary => self.apply_primary(&row, started),
-                Role::Replica(id) => self.apply_replica(id, node, &row, started, gauges, logged, lag),
+                Role::Replica(id) => {
+                    self.apply_replica(id, node, &row, started, gauges, logged, lag)
+                }
             };
             if let Err(e) = applied {
-                return (format!("unexpected poll result: {}", describe(&e)), polled_ok);
+                return (
+                    format!("unexpected poll result: {}", describe(&e)),
+                    polled_ok,
+                );
             }
             polled_ok = true;
             gauges.up.set(1.0);
@@ -300,7 +326,8 @@ impl Poller {
             }
         };
 
-        self.state.record_replica_poll(node, in_recovery, replay, time_lag, started);
+        self.state
+            .record_replica_poll(node, in_recovery, replay, time_lag, started);
 
         if !in_recovery && !logged.promoted {
             warn!(cluster = %self.state.name(), node = %node.addr, replay_lsn = %Lsn(replay),

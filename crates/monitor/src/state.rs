@@ -145,7 +145,11 @@ impl Drop for OutstandingGuard<'_> {
 
 impl ClusterState {
     /// Replicas beyond `u16::MAX` cannot be named by a `NodeId` and are ignored.
-    pub fn new(name: impl Into<String>, primary_addr: impl Into<String>, replica_addrs: &[String]) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        primary_addr: impl Into<String>,
+        replica_addrs: &[String],
+    ) -> Self {
         ClusterState {
             name: name.into(),
             primary: NodeState::new(primary_addr.into()),
@@ -246,7 +250,11 @@ impl ClusterState {
             lag_bytes: primary.saturating_sub(replay),
             // The idle-primary trap: with no new commits, pg_last_xact_replay_timestamp() is as
             // old as the last commit, though the replica has replayed everything there is.
-            lag_micros: if caught_up { 0 } else { n.lag_micros.load(Ordering::Relaxed) },
+            lag_micros: if caught_up {
+                0
+            } else {
+                n.lag_micros.load(Ordering::Relaxed)
+            },
             last_poll_micros: n.last_poll.load(Ordering::Relaxed),
             outstanding: n.outstanding.load(Ordering::Relaxed),
             reads_routed: n.reads_routed.load(Ordering::Relaxed),
@@ -283,13 +291,17 @@ impl ClusterState {
         let n = self.replica(node)?;
         n.reads_routed.fetch_add(1, Ordering::Relaxed);
         n.outstanding.fetch_add(1, Ordering::Relaxed);
-        Some(OutstandingGuard { counter: &n.outstanding })
+        Some(OutstandingGuard {
+            counter: &n.outstanding,
+        })
     }
 
     /// Counts a transaction as outstanding on the primary until the guard drops.
     pub fn begin_primary(&self) -> OutstandingGuard<'_> {
         self.primary.outstanding.fetch_add(1, Ordering::Relaxed);
-        OutstandingGuard { counter: &self.primary.outstanding }
+        OutstandingGuard {
+            counter: &self.primary.outstanding,
+        }
     }
 
     fn signal(&self, n: &NodeState) {

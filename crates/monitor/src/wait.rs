@@ -19,7 +19,9 @@ impl ClusterState {
     /// for an unknown id, or as soon as the node is out of rotation (down or promoted): a node
     /// the router would not use is not worth waiting for.
     pub async fn wait_for_replay(&self, node: NodeId, lsn: Lsn, timeout: Duration) -> bool {
-        let Some(n) = self.replica(node) else { return false };
+        let Some(n) = self.replica(node) else {
+            return false;
+        };
         let deadline = Instant::now() + timeout;
         loop {
             let mut notified = pin!(n.changed.notified());
@@ -53,7 +55,9 @@ impl ClusterState {
             if best.is_some() {
                 return best;
             }
-            if self.replica_count() == 0 || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if self.replica_count() == 0
+                || tokio::time::timeout_at(deadline, notified).await.is_err()
+            {
                 return None;
             }
         }
@@ -67,7 +71,11 @@ mod tests {
     use super::*;
 
     fn up_state() -> Arc<ClusterState> {
-        let s = Arc::new(ClusterState::new("c", "p:1", &["r0:1".to_string(), "r1:1".to_string()]));
+        let s = Arc::new(ClusterState::new(
+            "c",
+            "p:1",
+            &["r0:1".to_string(), "r1:1".to_string()],
+        ));
         for id in [NodeId(0), NodeId(1)] {
             let n = s.replica(id).unwrap();
             s.record_replica_poll(n, true, 100, 0, 1);
@@ -79,8 +87,14 @@ mod tests {
     async fn returns_at_once_when_already_replayed() {
         let s = up_state();
         assert!(s.wait_for_replay(NodeId(0), Lsn(100), Duration::ZERO).await);
-        assert!(!s.wait_for_replay(NodeId(0), Lsn(101), Duration::from_millis(20)).await);
-        assert!(!s.wait_for_replay(NodeId(9), Lsn(1), Duration::from_millis(20)).await);
+        assert!(
+            !s.wait_for_replay(NodeId(0), Lsn(101), Duration::from_millis(20))
+                .await
+        );
+        assert!(
+            !s.wait_for_replay(NodeId(9), Lsn(1), Duration::from_millis(20))
+                .await
+        );
     }
 
     #[tokio::test]
@@ -93,11 +107,21 @@ mod tests {
             s2.record_replica_poll(n, true, 200, 0, 2);
         });
         let start = std::time::Instant::now();
-        assert!(s.wait_for_replay(NodeId(1), Lsn(150), Duration::from_secs(5)).await);
+        assert!(
+            s.wait_for_replay(NodeId(1), Lsn(150), Duration::from_secs(5))
+                .await
+        );
         assert!(start.elapsed() < Duration::from_secs(1));
         t.await.unwrap();
-        assert_eq!(s.wait_for_any_replay(Lsn(150), Duration::ZERO).await, Some(NodeId(1)));
-        assert_eq!(s.wait_for_any_replay(Lsn(250), Duration::from_millis(10)).await, None);
+        assert_eq!(
+            s.wait_for_any_replay(Lsn(150), Duration::ZERO).await,
+            Some(NodeId(1))
+        );
+        assert_eq!(
+            s.wait_for_any_replay(Lsn(250), Duration::from_millis(10))
+                .await,
+            None
+        );
     }
 
     #[tokio::test]
@@ -109,7 +133,10 @@ mod tests {
             s2.mark_down(s2.replica(NodeId(0)).unwrap());
         });
         let start = std::time::Instant::now();
-        assert!(!s.wait_for_replay(NodeId(0), Lsn(150), Duration::from_secs(5)).await);
+        assert!(
+            !s.wait_for_replay(NodeId(0), Lsn(150), Duration::from_secs(5))
+                .await
+        );
         assert!(start.elapsed() < Duration::from_secs(1));
     }
 }

@@ -43,7 +43,9 @@ fn pgenv(args: &[&str]) -> std::process::Output {
 /// r2's current `recovery_min_apply_delay` as PostgreSQL prints it (`0`, `300ms`), if r2 is up.
 fn r2_delay() -> Option<String> {
     let out = pgenv(&["psql", "r2", "-XAtc", "SHOW recovery_min_apply_delay"]);
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// `pgenv.sh up` once per test binary. `up` resets r2's delay to `$R2_APPLY_DELAY` (default
@@ -105,16 +107,26 @@ async fn connect(addr: &str) -> Client {
 }
 
 async fn current_lsn(primary: &Client) -> Lsn {
-    let lsn: PgLsn = primary.query_one("SELECT pg_current_wal_lsn()", &[]).await.unwrap().get(0);
+    let lsn: PgLsn = primary
+        .query_one("SELECT pg_current_wal_lsn()", &[])
+        .await
+        .unwrap()
+        .get(0);
     Lsn(u64::from(lsn))
 }
 
 /// A table of our own, dropped at the end (best effort: a failed test may leave it behind,
 /// which harms nothing).
 async fn unique_table(primary: &Client, tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let name = format!("monitor_{tag}_{}_{nanos}", std::process::id());
-    primary.batch_execute(&format!("CREATE TABLE {name} (id int)")).await.unwrap();
+    primary
+        .batch_execute(&format!("CREATE TABLE {name} (id int)"))
+        .await
+        .unwrap();
     name
 }
 
@@ -144,7 +156,11 @@ impl DelayGuard {
     fn set(delay: &str) -> DelayGuard {
         let previous = r2_delay().expect("r2 is up");
         let out = pgenv(&["delay", delay]);
-        assert!(out.status.success(), "pgenv delay {delay}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pgenv delay {delay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         DelayGuard { previous }
     }
 }
@@ -153,7 +169,10 @@ impl Drop for DelayGuard {
     fn drop(&mut self) {
         let out = pgenv(&["delay", &self.previous]);
         if !out.status.success() {
-            eprintln!("could not restore r2's apply delay: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "could not restore r2's apply delay: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -165,7 +184,10 @@ impl Drop for ResumeGuard {
     fn drop(&mut self) {
         let out = pgenv(&["psql", "r2", "-XAtc", "SELECT pg_wal_replay_resume()"]);
         if !out.status.success() {
-            eprintln!("could not resume replay on r2: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "could not resume replay on r2: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -185,7 +207,10 @@ async fn all_nodes_come_up_within_a_second() {
     let primary = state.primary();
     assert!(primary.current_lsn > Lsn::ZERO);
     for r in state.replicas() {
-        assert!(r.in_recovery && !r.promoted && r.replay_lsn > Lsn::ZERO, "{r:?}");
+        assert!(
+            r.in_recovery && !r.promoted && r.replay_lsn > Lsn::ZERO,
+            "{r:?}"
+        );
         assert!(r.poll_age().unwrap() < Duration::from_millis(500));
     }
     assert_eq!(state.replica_addr(R2_ID), Some(R2));
@@ -200,21 +225,43 @@ async fn r1_replays_a_fresh_commit_within_a_second() {
     let table = unique_table(&primary, "r1").await;
     assert!(wait_until(Duration::from_secs(1), || all_in_rotation(&state)).await);
 
-    primary.batch_execute(&format!("INSERT INTO {table} VALUES (1)")).await.unwrap();
+    primary
+        .batch_execute(&format!("INSERT INTO {table} VALUES (1)"))
+        .await
+        .unwrap();
     let lsn = current_lsn(&primary).await;
     state.note_commit_lsn(lsn);
     let start = Instant::now();
-    assert!(state.wait_for_replay(R1_ID, lsn, Duration::from_secs(1)).await, "{:?}", state.snapshot(R1_ID));
-    eprintln!("r1 replayed {lsn} {:?} after the commit LSN was read", start.elapsed());
+    assert!(
+        state
+            .wait_for_replay(R1_ID, lsn, Duration::from_secs(1))
+            .await,
+        "{:?}",
+        state.snapshot(R1_ID)
+    );
+    eprintln!(
+        "r1 replayed {lsn} {:?} after the commit LSN was read",
+        start.elapsed()
+    );
     assert!(state.snapshot(R1_ID).replay_lsn >= lsn);
     assert_eq!(state.highest_commit_lsn(), lsn);
-    assert!(state.wait_for_any_replay(lsn, Duration::from_secs(1)).await.is_some());
+    assert!(state
+        .wait_for_any_replay(lsn, Duration::from_secs(1))
+        .await
+        .is_some());
 
     // And the row is really there on r1.
     let r1 = connect(R1).await;
-    let n: i64 = r1.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+    let n: i64 = r1
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
-    primary.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    primary
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,33 +275,69 @@ async fn delayed_replica_lags_then_catches_up() {
     let created = current_lsn(&primary).await;
     // wait_for_replay answers false at once for a node not in rotation (yet).
     assert!(wait_until(Duration::from_secs(1), || all_in_rotation(&state)).await);
-    assert!(state.wait_for_replay(R2_ID, created, Duration::from_secs(5)).await);
+    assert!(
+        state
+            .wait_for_replay(R2_ID, created, Duration::from_secs(5))
+            .await
+    );
 
     let delay = DelayGuard::set("300ms");
-    primary.batch_execute(&format!("INSERT INTO {table} VALUES (1)")).await.unwrap();
+    primary
+        .batch_execute(&format!("INSERT INTO {table} VALUES (1)"))
+        .await
+        .unwrap();
     let committed = Instant::now();
     let lsn = current_lsn(&primary).await;
     // Right after the commit r2 has not replayed it and must not claim to within 150 ms, while
     // r1 (no delay) has.
     assert!(state.snapshot(R2_ID).replay_lsn < lsn);
-    assert!(state.wait_for_replay(R1_ID, lsn, Duration::from_millis(150)).await);
-    assert!(!state.wait_for_replay(R2_ID, lsn, Duration::from_millis(150)).await);
+    assert!(
+        state
+            .wait_for_replay(R1_ID, lsn, Duration::from_millis(150))
+            .await
+    );
+    assert!(
+        !state
+            .wait_for_replay(R2_ID, lsn, Duration::from_millis(150))
+            .await
+    );
     let lagging = state.snapshot(R2_ID);
-    assert!(lagging.in_rotation, "a lagging replica is still a healthy one: {lagging:?}");
+    assert!(
+        lagging.in_rotation,
+        "a lagging replica is still a healthy one: {lagging:?}"
+    );
     assert!(lagging.replay_lsn < lsn);
     assert!(lagging.lag_bytes > 0, "{lagging:?}");
     // Time lag is positive but bounded by when r2 was last caught up (~150 ms ago), not by the
     // age of the previous commit it replayed (the idle-primary trap, mid-write).
-    assert!(lagging.lag_micros > 0 && lagging.lag() < Duration::from_secs(2), "{lagging:?}");
+    assert!(
+        lagging.lag_micros > 0 && lagging.lag() < Duration::from_secs(2),
+        "{lagging:?}"
+    );
 
-    assert!(state.wait_for_replay(R2_ID, lsn, Duration::from_secs(3)).await, "{:?}", state.snapshot(R2_ID));
+    assert!(
+        state
+            .wait_for_replay(R2_ID, lsn, Duration::from_secs(3))
+            .await,
+        "{:?}",
+        state.snapshot(R2_ID)
+    );
     let caught_up = committed.elapsed();
     eprintln!("r2 (300 ms apply delay) replayed the commit after {caught_up:?}; lag while behind: {lagging:?}");
-    assert!(caught_up >= Duration::from_millis(250), "caught up too early: {caught_up:?}");
-    assert!(caught_up < Duration::from_millis(1500), "caught up too late: {caught_up:?}");
+    assert!(
+        caught_up >= Duration::from_millis(250),
+        "caught up too early: {caught_up:?}"
+    );
+    assert!(
+        caught_up < Duration::from_millis(1500),
+        "caught up too late: {caught_up:?}"
+    );
 
     drop(delay);
-    primary.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    primary
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,24 +350,56 @@ async fn paused_replica_stays_up_but_never_reaches_newer_lsn() {
     let created = current_lsn(&primary).await;
     // wait_for_replay answers false at once for a node not in rotation (yet).
     assert!(wait_until(Duration::from_secs(1), || all_in_rotation(&state)).await);
-    assert!(state.wait_for_replay(R2_ID, created, Duration::from_secs(5)).await);
+    assert!(
+        state
+            .wait_for_replay(R2_ID, created, Duration::from_secs(5))
+            .await
+    );
 
     let r2 = connect(R2).await;
     let resume = ResumeGuard;
-    r2.batch_execute("SELECT pg_wal_replay_pause()").await.unwrap();
-    primary.batch_execute(&format!("INSERT INTO {table} VALUES (1)")).await.unwrap();
+    r2.batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    primary
+        .batch_execute(&format!("INSERT INTO {table} VALUES (1)"))
+        .await
+        .unwrap();
     let lsn = current_lsn(&primary).await;
-    assert!(state.wait_for_replay(R1_ID, lsn, Duration::from_secs(1)).await);
-    assert!(!state.wait_for_replay(R2_ID, lsn, Duration::from_millis(700)).await);
+    assert!(
+        state
+            .wait_for_replay(R1_ID, lsn, Duration::from_secs(1))
+            .await
+    );
+    assert!(
+        !state
+            .wait_for_replay(R2_ID, lsn, Duration::from_millis(700))
+            .await
+    );
     let paused = state.snapshot(R2_ID);
-    assert!(paused.up && paused.in_rotation, "paused replica must stay up: {paused:?}");
+    assert!(
+        paused.up && paused.in_rotation,
+        "paused replica must stay up: {paused:?}"
+    );
     assert!(paused.replay_lsn < lsn);
     assert!(paused.lag_bytes > 0);
-    assert!(paused.poll_age().unwrap() < Duration::from_millis(200), "polls go on: {paused:?}");
+    assert!(
+        paused.poll_age().unwrap() < Duration::from_millis(200),
+        "polls go on: {paused:?}"
+    );
 
     drop(resume);
-    assert!(state.wait_for_replay(R2_ID, lsn, Duration::from_secs(2)).await, "{:?}", state.snapshot(R2_ID));
-    primary.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    assert!(
+        state
+            .wait_for_replay(R2_ID, lsn, Duration::from_secs(2))
+            .await,
+        "{:?}",
+        state.snapshot(R2_ID)
+    );
+    primary
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,18 +424,28 @@ async fn lag_is_zero_on_an_idle_primary() {
             .unwrap()
             .get(0);
         raw_lag = Duration::from_micros(us.unwrap_or(i64::MAX).max(0) as u64);
-        let caught_up = state.replicas().all(|r| r.replay_lsn >= state.primary_current_lsn());
+        let caught_up = state
+            .replicas()
+            .all(|r| r.replay_lsn >= state.primary_current_lsn());
         if raw_lag >= Duration::from_millis(300) && caught_up {
             break;
         }
     }
-    assert!(raw_lag >= Duration::from_millis(300), "primary never idle for 300 ms");
+    assert!(
+        raw_lag >= Duration::from_millis(300),
+        "primary never idle for 300 ms"
+    );
     for r in state.replicas() {
         assert!(r.replay_lsn >= state.primary_current_lsn(), "{r:?}");
-        assert_eq!(r.lag_micros, 0, "caught up on an idle primary, yet lag {r:?} (raw {raw_lag:?})");
+        assert_eq!(
+            r.lag_micros, 0,
+            "caught up on an idle primary, yet lag {r:?} (raw {raw_lag:?})"
+        );
         assert_eq!(r.lag_bytes, 0);
     }
-    eprintln!("idle primary: now() - pg_last_xact_replay_timestamp() = {raw_lag:?} on r1, monitor lag 0");
+    eprintln!(
+        "idle primary: now() - pg_last_xact_replay_timestamp() = {raw_lag:?} on r1, monitor lag 0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,11 +463,27 @@ async fn unreachable_and_promoted_nodes_are_never_in_rotation() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let p = state.snapshot(promoted);
-    assert!(p.up && p.promoted && !p.in_recovery && !p.in_rotation, "{p:?}");
+    assert!(
+        p.up && p.promoted && !p.in_recovery && !p.in_rotation,
+        "{p:?}"
+    );
     assert!(state.primary().up);
-    assert!(!state.wait_for_replay(dead, Lsn::ZERO, Duration::from_millis(50)).await);
-    assert!(!state.wait_for_replay(promoted, Lsn::ZERO, Duration::from_millis(50)).await);
-    assert_eq!(state.wait_for_any_replay(Lsn::ZERO, Duration::from_millis(50)).await, None);
+    assert!(
+        !state
+            .wait_for_replay(dead, Lsn::ZERO, Duration::from_millis(50))
+            .await
+    );
+    assert!(
+        !state
+            .wait_for_replay(promoted, Lsn::ZERO, Duration::from_millis(50))
+            .await
+    );
+    assert_eq!(
+        state
+            .wait_for_any_replay(Lsn::ZERO, Duration::from_millis(50))
+            .await,
+        None
+    );
 }
 
 // ---------------------------------------------------------------- a breakable network path
@@ -360,7 +501,12 @@ impl Forwarder {
     async fn start(target: &'static str) -> Forwarder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let f = Forwarder { addr, target, frozen: tokio::sync::watch::channel(false).0, tasks: Default::default() };
+        let f = Forwarder {
+            addr,
+            target,
+            frozen: tokio::sync::watch::channel(false).0,
+            tasks: Default::default(),
+        };
         f.serve(listener);
         f
     }
@@ -369,7 +515,9 @@ impl Forwarder {
         let (target, frozen, tasks) = (self.target, self.frozen.clone(), self.tasks.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(target).await else { continue };
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 let mut t = tasks.lock().unwrap();
@@ -430,7 +578,10 @@ async fn a_cut_connection_is_down_at_once_and_back_after_reconnect() {
 
     fwd.cut();
     let cut = Instant::now();
-    assert!(wait_until(Duration::from_millis(100), || !state.snapshot(R1_ID).up).await, "still up after a cut");
+    assert!(
+        wait_until(Duration::from_millis(100), || !state.snapshot(R1_ID).up).await,
+        "still up after a cut"
+    );
     eprintln!("down {:?} after the connection was cut", cut.elapsed());
     // Stays down while nothing listens (reconnects fail), however many polls that is.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -440,7 +591,10 @@ async fn a_cut_connection_is_down_at_once_and_back_after_reconnect() {
     let restored = Instant::now();
     // Backoff is capped at 1 s, plus connect and the first poll.
     assert!(wait_until(Duration::from_secs(2), || state.snapshot(R1_ID).in_rotation).await);
-    eprintln!("back in rotation {:?} after the path was restored", restored.elapsed());
+    eprintln!(
+        "back in rotation {:?} after the path was restored",
+        restored.elapsed()
+    );
     fwd.cut();
 }
 
@@ -455,10 +609,16 @@ async fn a_hung_node_leaves_rotation_after_the_poll_timeout() {
     fwd.freeze(true);
     let frozen = Instant::now();
     // Poll timeout is max(1 s, 50 × 10 ms) = 1 s.
-    assert!(wait_until(Duration::from_millis(1500), || !state.snapshot(R1_ID).up).await, "hung node still up");
+    assert!(
+        wait_until(Duration::from_millis(1500), || !state.snapshot(R1_ID).up).await,
+        "hung node still up"
+    );
     let took = frozen.elapsed();
     eprintln!("hung node down after {took:?}");
-    assert!(took >= Duration::from_millis(900), "down before the poll timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "down before the poll timeout: {took:?}"
+    );
 
     fwd.freeze(false);
     assert!(wait_until(Duration::from_secs(2), || state.snapshot(R1_ID).in_rotation).await);
@@ -496,7 +656,10 @@ async fn a_wrong_password_is_down_logged_once_and_never_leaked() {
     let secret = "not-the-password-7f3a9c";
     let mut p = params(&[R1]);
     p.password = Some(secret.to_string());
-    assert!(!format!("{p:?}").contains(secret), "Debug must redact the password");
+    assert!(
+        !format!("{p:?}").contains(secret),
+        "Debug must redact the password"
+    );
     let (state, handle) = spawn_monitor(p);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!state.primary().up && !state.snapshot(R1_ID).up);
@@ -504,9 +667,18 @@ async fn a_wrong_password_is_down_logged_once_and_never_leaked() {
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
     assert!(!text.contains(secret), "password in the logs:\n{text}");
-    assert!(text.contains("password authentication failed"), "the server's reason is logged:\n{text}");
+    assert!(
+        text.contains("password authentication failed"),
+        "the server's reason is logged:\n{text}"
+    );
     // One WARN per node for the one transition, however many reconnects failed meanwhile.
     let warns = text.lines().filter(|l| l.contains("WARN")).count();
     assert_eq!(warns, 2, "{text}");
-    assert!(text.lines().filter(|l| l.contains("node still down")).count() >= 2, "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("node still down"))
+            .count()
+            >= 2,
+        "{text}"
+    );
 }

@@ -11,6 +11,8 @@ pub struct ClientStatement {
     pub hash: u64,
     /// Classified once at Parse: every Execute of it routes without re-reading the text.
     pub class: Classification,
+    /// It may be a COPY (nothing may be sent behind its Execute).
+    pub copy: bool,
 }
 
 #[derive(Default)]
@@ -23,8 +25,8 @@ impl ClientStatements {
         self.by_name.get(name)
     }
 
-    pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification) -> &ClientStatement {
-        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class };
+    pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification, copy: bool) -> &ClientStatement {
+        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, copy };
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt);
         &self.by_name[&name]
@@ -68,7 +70,7 @@ mod tests {
     #[test]
     fn names_map_to_bodies() {
         let mut s = ClientStatements::default();
-        s.insert(b"s1", b"SELECT 1\0\0\0", lsnpool_router::classify("SELECT 1"));
+        s.insert(b"s1", b"SELECT 1\0\0\0", lsnpool_router::classify("SELECT 1"), false);
         assert_eq!(&s.get(b"s1").unwrap().body[..], b"SELECT 1\0\0\0");
         s.remove(b"s1");
         assert!(s.get(b"s1").is_none());

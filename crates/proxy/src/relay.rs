@@ -153,6 +153,15 @@ pub struct Relay<'c, 's, 'st> {
     guard: Option<RetryGuard>,
     /// A 25006 was seen under the guard: swallow everything until the replica is idle.
     retrying: bool,
+    /// A COPY may run in this transaction: nothing may be appended behind the client's
+    /// messages (it would arrive in the middle of copy-in), so the LSN is asked afterwards.
+    copy_seen: bool,
+    /// Whether the last copy-relevant client message was an Execute, and how many Syncs
+    /// followed it: if that Execute starts a COPY FROM STDIN, the server ignores them.
+    syncs_after_execute: Option<usize>,
+    /// The server is in copy-in mode for an extended-protocol COPY: Syncs are ignored.
+    copy_in_extended: bool,
+    unnamed_copy: bool,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -189,6 +198,10 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             captured: None,
             guard,
             retrying: false,
+            copy_seen: false,
+            syncs_after_execute: None,
+            copy_in_extended: false,
+            unnamed_copy: false,
         }
     }
 
@@ -322,24 +335,30 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     self.stats.client_parses += 1;
                     let p = frontend::parse_parse(frame).ok_or_else(|| Violation::malformed("Parse"))?;
                     let class = classify_sql(p.query);
+                    let copy = mentions_copy(p.query);
                     if !p.name.is_empty() {
                         self.to_server.extend_from_slice(&buf[run_start..start]);
                         run_start = pos;
-                        self.named_parse(p.name, p.body, class);
+                        self.named_parse(p.name, p.body, class, copy);
                         continue;
                     }
                     self.unnamed_class = Some(class);
+                    self.unnamed_copy = copy;
                     self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
                 }
                 frontend::BIND => {
                     self.out.unsynced = true;
                     self.stats.binds += 1;
                     let b = frontend::parse_bind(frame).ok_or_else(|| Violation::malformed("Bind"))?;
-                    let class = if b.statement.is_empty() {
-                        self.unnamed_class
+                    let (class, copy) = if b.statement.is_empty() {
+                        (self.unnamed_class, self.unnamed_copy)
                     } else {
-                        self.state.statements.get(b.statement).map(|s| s.class)
+                        match self.state.statements.get(b.statement) {
+                            Some(s) => (Some(s.class), s.copy),
+                            None => (None, false),
+                        }
                     };
+                    self.copy_seen |= copy;
                     self.note_statement(class.as_ref());
                     if !b.statement.is_empty() {
                         if let Some(id) = self.ensure_prepared(b.statement, &buf[run_start..start]) {
@@ -373,9 +392,17 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                         frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
                     }
                 }
-                frontend::EXECUTE | frontend::FLUSH => self.out.unsynced = true,
+                frontend::EXECUTE => {
+                    self.out.unsynced = true;
+                    self.syncs_after_execute = Some(0);
+                }
+                frontend::FLUSH => self.out.unsynced = true,
+                frontend::SYNC if self.copy_in_extended => {} // ignored by a server in copy-in
                 frontend::SYNC => {
                     self.segment_sent(false);
+                    if let Some(n) = &mut self.syncs_after_execute {
+                        *n += 1;
+                    }
                     if self.capture_due() {
                         self.to_server.extend_from_slice(&buf[run_start..pos]);
                         run_start = pos;
@@ -385,7 +412,9 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                 frontend::QUERY => {
                     self.stats.queries += 1;
                     self.segment_sent(true);
+                    self.syncs_after_execute = None;
                     let sql = frontend::parse_query(frame).unwrap_or_default();
+                    self.copy_seen |= mentions_copy(sql);
                     self.note_session_reset(sql);
                     let class = classify_sql(sql);
                     self.note_statement(Some(&class));
@@ -400,7 +429,8 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     self.to_server.extend_from_slice(&buf[run_start..start]);
                     return Ok((pos, ClientStep::Gone));
                 }
-                _ => {} // CopyData/CopyDone/CopyFail and anything else: passed through
+                frontend::COPY_DONE | frontend::COPY_FAIL => self.copy_in_extended = false,
+                _ => {} // CopyData and anything else: passed through
             }
         }
         // A frame too large for max_message_size must fail now, not after buffering it.
@@ -453,8 +483,8 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         name
     }
 
-    fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification) {
-        let stmt = self.state.statements.insert(client_name, body, class);
+    fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification, copy: bool) {
+        let stmt = self.state.statements.insert(client_name, body, class, copy);
         let (hash, body) = (stmt.hash, stmt.body.clone());
         if self.server.statements.get(hash, &body).is_some() {
             frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
@@ -508,7 +538,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     }
 
     fn capture_due(&self) -> bool {
-        self.plan.capture_lsn && self.may_write && !self.predicted_in_txn
+        self.plan.capture_lsn && self.may_write && !self.predicted_in_txn && !self.copy_seen
     }
 
     /// Appends the LSN query behind the message that ends the transaction, in the same
@@ -666,6 +696,16 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     }
                 }
                 backend::PARAMETER_STATUS => self.track_parameter(frame),
+                backend::COPY_IN_RESPONSE => {
+                    // An extended-protocol COPY FROM STDIN: the server ignores the Syncs sent
+                    // after its Execute until CopyDone/CopyFail, so they will not be answered.
+                    if let Some(n) = self.syncs_after_execute.take() {
+                        self.out.ready = self.out.ready.saturating_sub(n);
+                        self.out.sent = self.out.sent.saturating_sub(n as u64);
+                        self.copy_in_extended = true;
+                        self.out.unsynced = true;
+                    }
+                }
                 _ => {}
             }
         }
@@ -758,6 +798,11 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             self.server.params.set(&lower, value);
         }
     }
+}
+
+/// Could this text run a COPY? A false positive only costs the LSN capture a round trip.
+fn mentions_copy(sql: &[u8]) -> bool {
+    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
