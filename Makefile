@@ -6,7 +6,6 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PGENV := testenv/pgenv.sh
-R2_APPLY_DELAY ?= 0
 export R2_APPLY_DELAY
 
 .PHONY: help run test build env-up env-down env-status clean

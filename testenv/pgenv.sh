@@ -34,7 +34,7 @@ usage() {
 usage: testenv/pgenv.sh <command>
 
   up                 create (if needed) and start primary, r1, r2; wait until streaming
-                     (r2's apply delay is set from $R2_APPLY_DELAY, default 0)
+                     (r2's apply delay is set from $R2_APPLY_DELAY when given; unchanged otherwise, 0 on creation)
   down               stop all nodes (fast mode)
   status             one line per node: name port up/down role lsn
   delay <duration>   set r2's recovery_min_apply_delay at runtime (e.g. 0, 300ms, 2s)
@@ -414,7 +414,9 @@ SQL
 
 # ---------------------------------------------------------------- commands
 cmd_up() {
-    local delay="${R2_APPLY_DELAY:-0}"
+    # Only an explicit R2_APPLY_DELAY changes r2's delay: tests call `up` while other tests
+    # hold r2 at a delay they set, and a plain `up` must not undo it.
+    local delay="${R2_APPLY_DELAY:-}"
     need_bindir 1
     resolve_data 1
     create_primary
@@ -424,7 +426,7 @@ cmd_up() {
     create_replica r2
     start_node r1
     start_node r2
-    set_r2_delay "$delay"
+    if [[ -n "$delay" ]]; then set_r2_delay "$delay"; fi
     wait_streaming
     cmd_status
 }
