@@ -70,6 +70,7 @@ async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitC
     let pooler = Pooler::new(topology, config_path);
     pooler.spawn_stats_period();
     pooler.spawn_gauges();
+    pooler.spawn_pool_maintenance();
     let server = tokio::spawn(serve(pooler.clone(), listener));
     let immediate = watch_signals(pooler.clone());
     // Serve until shutdown begins (signal or the admin console's SHUTDOWN)...

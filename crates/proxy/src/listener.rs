@@ -103,6 +103,49 @@ impl Pooler {
         });
     }
 
+    /// Pool upkeep every second: close server connections idle past server_idle_timeout or
+    /// older than server_lifetime (those nobody checks out would otherwise live forever), and
+    /// open connections up to min_pool_size, so the first clients after a quiet spell do not
+    /// pay for logins.
+    pub fn spawn_pool_maintenance(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(pooler) = weak.upgrade() else { return };
+                if pooler.is_shutting_down() {
+                    return;
+                }
+                let topology = pooler.topology();
+                let p = &topology.config.pooler;
+                let (idle, lifetime, min) = (p.server_idle_timeout, p.server_lifetime, p.min_pool_size);
+                for (_, pools) in topology.all_pools() {
+                    for pool in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
+                        pool.retain(|_, m| m.last_used() < idle && m.age() < lifetime);
+                        let status = pool.status();
+                        let missing = min.min(status.max_size).saturating_sub(status.size);
+                        if missing > 0 {
+                            let pool = pool.clone();
+                            // Idle connections are handed out first: borrow those too so the
+                            // rest must be opened.
+                            let borrow = missing + status.available;
+                            tokio::spawn(async move {
+                                let mut conns = Vec::with_capacity(borrow);
+                                for _ in 0..borrow {
+                                    match pool.get().await {
+                                        Ok(c) => conns.push(c),
+                                        Err(_) => break, // logged by the manager; retried next tick
+                                    }
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Recomputes the averages every STATS_PERIOD, for as long as the pooler lives.
     pub fn spawn_stats_period(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
