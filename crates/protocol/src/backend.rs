@@ -222,10 +222,11 @@ fn fields_message(buf: &mut BytesMut, tag: u8, e: &PoolerError<'_>) {
     });
 }
 
-/// NegotiateProtocolVersion: we speak 3.0 and know none of the `_pq_.` options asked for.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: i32, unknown_options: &[&str]) {
+/// NegotiateProtocolVersion: the newest version spoken (major << 16 | minor) and the `_pq_.`
+/// options not recognised.
+pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_version: i32, unknown_options: &[&str]) {
     message(buf, NEGOTIATE_PROTOCOL_VERSION, |b| {
-        b.put_i32(newest_minor);
+        b.put_i32(newest_version);
         b.put_i32(unknown_options.len() as i32);
         for o in unknown_options {
             put_cstr(b, o.as_bytes());

@@ -16,3 +16,4 @@ pub const SYNTAX_ERROR: &str = "42601";
 pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
 pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
+pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";

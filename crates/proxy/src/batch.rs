@@ -3,7 +3,7 @@
 use crate::prepared::ClientStatements;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
-use lsnpool_router::{classify_bytes, Hint, PoolerCommand, StatementClass};
+use lsnpool_router::{classify_bytes, Deallocate, Hint, PoolerCommand, StatementClass};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -14,6 +14,8 @@ pub struct BatchInfo {
     pub read_only_txn: bool,
     /// The batch is one simple Query holding one pooler command: answered locally.
     pub pooler: Option<PoolerCommand>,
+    /// The batch is one simple Query `DEALLOCATE name`: the byte range of the name.
+    pub deallocate: Option<Deallocate>,
 }
 
 /// Reads the frames of the client's next implicit transaction (up to its first Sync or
@@ -54,6 +56,9 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
                     if let StatementClass::Pooler(cmd) = c.first {
                         info.pooler = Some(cmd);
                     }
+                    if let Some(d @ Deallocate::Named { .. }) = c.deallocate {
+                        info.deallocate = Some(d);
+                    }
                 }
             }
         }
@@ -64,3 +69,18 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
     info
 }
 
+
+/// Length of a batch made only of named Parses and its Sync (what PQprepare and
+/// `pgbench -M prepared` send), which an idle client can have answered without a server.
+pub fn parse_only(buf: &[u8], max_message_size: usize) -> Option<usize> {
+    let mut len = 0;
+    for (h, frame) in Frames::new(buf, max_message_size).map_while(Result::ok) {
+        len += h.frame_len;
+        match h.tag {
+            frontend::SYNC if len > h.frame_len => return Some(len),
+            frontend::PARSE if frontend::parse_parse(frame).is_some_and(|p| !p.name.is_empty()) => {}
+            _ => return None,
+        }
+    }
+    None
+}

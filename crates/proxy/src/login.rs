@@ -152,7 +152,8 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
 fn negotiate_version(startup: &Startup, out: &mut BytesMut) {
     let unknown: Vec<&str> = startup.params.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("_pq_.")).collect();
     if startup.minor > 0 || !unknown.is_empty() {
-        backend::negotiate_protocol_version(out, 0, &unknown);
+        // The newest version we speak, as PostgreSQL sends it: 3.0 (196608), not a bare minor.
+        backend::negotiate_protocol_version(out, lsnpool_protocol::startup::PROTOCOL_3_0, &unknown);
     }
 }
 

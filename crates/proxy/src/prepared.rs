@@ -32,8 +32,13 @@ impl ClientStatements {
         &self.by_name[&name]
     }
 
-    pub fn remove(&mut self, name: &[u8]) {
-        self.by_name.remove(name);
+    pub fn remove(&mut self, name: &[u8]) -> Option<ClientStatement> {
+        self.by_name.remove(name)
+    }
+
+    /// Puts back a statement whose Close the server skipped.
+    pub fn restore(&mut self, name: &[u8], stmt: ClientStatement) {
+        self.by_name.insert(Bytes::copy_from_slice(name), stmt);
     }
 
     pub fn clear(&mut self) {

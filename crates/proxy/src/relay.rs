@@ -11,9 +11,9 @@
 //!   statements the pooler prepared on its own are swallowed;
 //! - ReadyForQuery ends the transaction once no Sync is outstanding and the server is idle.
 
-use crate::prepared::ClientStatements;
+use crate::prepared::{ClientStatement, ClientStatements};
 use bytes::{Buf, Bytes, BytesMut};
-use lsnpool_router::{classify_bytes as classify_sql, Classification, StatementClass};
+use lsnpool_router::{classify_bytes as classify_sql, Classification, Deallocate, StatementClass};
 use lsnpool_router::Lsn;
 use lsnpool_pool::{statement_name, ParamSync, ServerConn, StatementId};
 use lsnpool_protocol::backend::{self, TxStatus};
@@ -95,9 +95,12 @@ enum ParseAnswer {
 }
 
 enum CloseAnswer {
-    Forward,
-    /// Stands in for a skipped Parse: becomes a ParseComplete.
-    AsParseComplete,
+    /// The client's Close. A statement it closed is forgotten at once (a Parse of the same
+    /// name may follow in the pipeline) and restored if the server skips the Close.
+    Forward(Option<(Bytes, ClientStatement)>),
+    /// Stands in for a skipped Parse: becomes a ParseComplete. Holds the client name to
+    /// forget if the server skips it.
+    AsParseComplete(Bytes),
 }
 
 struct Undo {
@@ -367,6 +370,10 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                             frontend::bind_renamed(&mut self.to_server, &b, &name);
                         }
                     }
+                    // After the rename: this very Bind still needs the statement it executes.
+                    if class.is_some_and(|c| c.deallocate == Some(Deallocate::All)) {
+                        self.state.statements.clear();
+                    }
                 }
                 frontend::DESCRIBE => {
                     self.out.unsynced = true;
@@ -382,15 +389,16 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                 frontend::CLOSE => {
                     self.out.unsynced = true;
                     let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Close"))?;
-                    self.out.closes.push_back((self.out.sent, CloseAnswer::Forward));
+                    let mut undo = None;
                     if kind == b'S' && !name.is_empty() {
                         // The server statement is shared with other clients: only this client
                         // forgets it. The Close still goes out so CloseComplete comes in order.
-                        self.state.statements.remove(name);
+                        undo = self.state.statements.remove(name).map(|old| (Bytes::copy_from_slice(name), old));
                         self.to_server.extend_from_slice(&buf[run_start..start]);
                         run_start = pos;
                         frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
                     }
+                    self.out.closes.push_back((self.out.sent, CloseAnswer::Forward(undo)));
                 }
                 frontend::EXECUTE => {
                     self.out.unsynced = true;
@@ -417,6 +425,9 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     self.copy_seen |= mentions_copy(sql);
                     self.note_session_reset(sql);
                     let class = classify_sql(sql);
+                    if drops_all_statements(&class, sql) {
+                        self.state.statements.clear();
+                    }
                     self.note_statement(Some(&class));
                     if self.capture_due() {
                         self.to_server.extend_from_slice(&buf[run_start..pos]);
@@ -484,11 +495,21 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     }
 
     fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification, copy: bool) {
+        if self.state.statements.get(client_name).is_some() {
+            // PostgreSQL refuses to redefine a name (42P05) and skips to Sync: let the server
+            // say so, by preparing under the name this client's statement already has there.
+            if let Some(id) = self.ensure_prepared(client_name, &[]) {
+                let name = self.name_buf(id);
+                frontend::parse_with_body(&mut self.to_server, &name, body);
+                self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
+            }
+            return;
+        }
         let stmt = self.state.statements.insert(client_name, body, class, copy);
         let (hash, body) = (stmt.hash, stmt.body.clone());
         if self.server.statements.get(hash, &body).is_some() {
             frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
-            self.out.closes.push_back((self.out.sent, CloseAnswer::AsParseComplete));
+            self.out.closes.push_back((self.out.sent, CloseAnswer::AsParseComplete(Bytes::copy_from_slice(client_name))));
             return;
         }
         let id = StatementId::next();
@@ -675,7 +696,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     }
                 }
                 backend::CLOSE_COMPLETE => {
-                    if let Some((_, CloseAnswer::AsParseComplete)) = self.out.closes.pop_front() {
+                    if let Some((_, CloseAnswer::AsParseComplete(_))) = self.out.closes.pop_front() {
                         self.client.wbuf.extend_from_slice(&buf[run_start..start]);
                         run_start = pos;
                         backend::parse_complete(&mut self.client.wbuf);
@@ -696,6 +717,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     }
                 }
                 backend::PARAMETER_STATUS => self.track_parameter(frame),
+                backend::COMMAND_COMPLETE => self.note_command_tag(frame),
                 backend::COPY_IN_RESPONSE => {
                     // An extended-protocol COPY FROM STDIN: the server ignores the Syncs sent
                     // after its Execute until CopyDone/CopyFail, so they will not be answered.
@@ -783,7 +805,26 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             }
         }
         while self.out.closes.front().is_some_and(|(seg, _)| *seg < segment_end) {
-            self.out.closes.pop_front();
+            match self.out.closes.pop_front() {
+                Some((_, CloseAnswer::AsParseComplete(name))) => self.state.statements.remove(&name).map(drop).unwrap_or(()),
+                Some((_, CloseAnswer::Forward(Some((name, old))))) => self.state.statements.restore(&name, old),
+                _ => {}
+            }
+        }
+    }
+
+    /// The server's own word that a session reset ran, whatever form the client used
+    /// (extended protocol, after comments, in a multi-statement Query): its statements are
+    /// gone, and with DISCARD ALL its parameters too.
+    fn note_command_tag(&mut self, frame: &[u8]) {
+        let tag = frame.get(5..frame.len().saturating_sub(1)).unwrap_or_default();
+        match tag {
+            b"DEALLOCATE ALL" => self.server.statements.clear(),
+            b"DISCARD ALL" => {
+                self.server.statements.clear();
+                self.server.params = ParamSync::default();
+            }
+            _ => {}
         }
     }
 
@@ -800,8 +841,17 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     }
 }
 
+/// DEALLOCATE ALL or DISCARD ALL anywhere in the text: the client's statements are gone.
+fn drops_all_statements(class: &Classification, sql: &[u8]) -> bool {
+    match class.deallocate {
+        Some(Deallocate::All) => true,
+        Some(Deallocate::Several) => lsnpool_router::deallocations(sql).any(|d| d == Deallocate::All),
+        _ => false,
+    }
+}
+
 /// Could this text run a COPY? A false positive only costs the LSN capture a round trip.
-fn mentions_copy(sql: &[u8]) -> bool {
+pub(crate) fn mentions_copy(sql: &[u8]) -> bool {
     sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
 }
 

@@ -156,6 +156,21 @@ impl Session {
             local::answer(cmd, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
             return Ok(());
         }
+        if self.held.is_none() {
+            if let Some(len) = batch::parse_only(&self.client.rbuf, self.client.max_message_size) {
+                self.prepare_locally(len);
+                return Ok(());
+            }
+            if let Some(name) = info.deallocate.and_then(|d| self.known_deallocate(d)) {
+                self.statements.remove(&name);
+                if let Ok(Some(h)) = peek_header(&self.client.rbuf, self.client.max_message_size) {
+                    self.client.rbuf.advance(h.frame_len);
+                }
+                backend::command_complete(&mut self.client.wbuf, "DEALLOCATE");
+                backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
+                return Ok(());
+            }
+        }
         let mut forced = None;
         loop {
             let cluster = self.cluster.clone();
@@ -237,6 +252,36 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Records the named Parses of a Parse+Sync batch and answers them, holding no server:
+    /// they are prepared on whichever server connection first needs them. Borrowing a server
+    /// here would block a pgbench thread that must first finish other clients' transactions.
+    /// (A statement that does not compile then fails at its first Bind, not at Parse.)
+    fn prepare_locally(&mut self, len: usize) {
+        let batch = self.client.rbuf.split_to(len);
+        for (h, frame) in Frames::new(&batch, self.client.max_message_size).map_while(Result::ok) {
+            if h.tag != frontend::PARSE {
+                continue;
+            }
+            let Some(p) = frontend::parse_parse(frame) else { continue };
+            if self.statements.get(p.name).is_some() {
+                let msg = format!("prepared statement \"{}\" already exists", String::from_utf8_lossy(p.name));
+                backend::error_response(&mut self.client.wbuf, &PoolerError::error(sqlstate::DUPLICATE_PREPARED_STATEMENT, &msg));
+                break; // PostgreSQL skips the rest of the batch up to Sync
+            }
+            let class = lsnpool_router::classify_bytes(p.query);
+            self.statements.insert(p.name, p.body, class, crate::relay::mentions_copy(p.query));
+            backend::parse_complete(&mut self.client.wbuf);
+        }
+        backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
+    }
+
+    /// The name of a lone `DEALLOCATE name` if it is one of this client's statements.
+    fn known_deallocate(&self, d: lsnpool_router::Deallocate) -> Option<Vec<u8>> {
+        let sql = frontend::parse_query(self.client.rbuf.get(..peek_header(&self.client.rbuf, self.client.max_message_size).ok()??.frame_len)?)?;
+        let name = d.name(sql)?.into_owned();
+        self.statements.get(&name).is_some().then_some(name)
     }
 
     /// Where the transaction runs: the router's pure decision over the replicas' last polled
