@@ -46,6 +46,9 @@ pub struct ClientIo {
 pub struct SessionState<'a> {
     pub statements: &'a mut ClientStatements,
     pub params: &'a mut ParamSync,
+    /// Where commit LSNs are published for the `global` level, before the client can see
+    /// its commit.
+    pub cluster: &'a lsnpool_monitor::ClusterState,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -69,6 +72,9 @@ pub enum Outcome {
 pub struct RelayPlan {
     /// Learn the commit LSN of transactions that may have written (primary routes).
     pub capture_lsn: bool,
+    /// Also learn the LSN after transactions that only read: a read the primary served in
+    /// place of a replica saw data up to there, and the client's next read must not see less.
+    pub capture_reads: bool,
     /// Hold the replies of a replica-routed transaction until its first row, so a 25006
     /// (the statement wrote after all) can be retried on the primary unseen.
     pub retry_guard: bool,
@@ -146,13 +152,16 @@ pub struct Relay<'c, 's, 'st> {
     pub may_write: bool,
     /// Class of the last unnamed Parse, for the Binds that follow it.
     unnamed_class: Option<Classification>,
-    /// Segments (by number) that are the pooler's own LSN captures, answered in order.
-    captures: VecDeque<u64>,
+    /// Segments (by number) that are the pooler's own LSN captures, answered in order, and
+    /// whether the transaction they follow may have written.
+    captures: VecDeque<(u64, bool)>,
     /// The client's ReadyForQuery, held until its capture answer is read.
     held_ready: Option<BytesMut>,
     capture_value: Option<Lsn>,
     /// The newest commit LSN learned in this transaction.
     pub captured: Option<Lsn>,
+    /// The newest LSN learned after a read-only transaction.
+    pub captured_read: Option<Lsn>,
     guard: Option<RetryGuard>,
     /// A 25006 was seen under the guard: swallow everything until the replica is idle.
     retrying: bool,
@@ -199,6 +208,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             held_ready: None,
             capture_value: None,
             captured: None,
+            captured_read: None,
             guard,
             retrying: false,
             copy_seen: false,
@@ -559,7 +569,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     }
 
     fn capture_due(&self) -> bool {
-        self.plan.capture_lsn && self.may_write && !self.predicted_in_txn && !self.copy_seen
+        self.plan.capture_lsn && (self.may_write || self.plan.capture_reads) && !self.predicted_in_txn && !self.copy_seen
     }
 
     /// Appends the LSN query behind the message that ends the transaction, in the same
@@ -568,12 +578,12 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         frontend::query(&mut self.to_server, CAPTURE_SQL);
         self.out.ready += 1;
         self.out.sent += 1;
-        self.captures.push_back(self.out.sent);
+        self.captures.push_back((self.out.sent, self.may_write));
         self.may_write = false;
     }
 
     fn in_capture_segment(&self) -> bool {
-        self.captures.front() == Some(&(self.out.answered + 1))
+        self.captures.front().is_some_and(|(seg, _)| *seg == self.out.answered + 1)
     }
 
     /// A frame answering the pooler's own capture query: never shown to the client.
@@ -590,21 +600,28 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad ReadyForQuery"))?;
                 self.out.ready = self.out.ready.saturating_sub(1);
                 self.out.answered += 1;
-                self.captures.pop_front();
+                let wrote = self.captures.pop_front().is_some_and(|(_, wrote)| wrote);
                 let value = self.capture_value.take();
                 match self.held_ready.take() {
                     Some(ready) => {
                         // The LSN counts only if the client's transaction really ended.
                         if backend::parse_ready_for_query(&ready) == Some(TxStatus::Idle) {
                             if let Some(lsn) = value {
-                                self.captured = Some(self.captured.map_or(lsn, |c| c.max(lsn)));
+                                if wrote {
+                                    self.captured = Some(self.captured.map_or(lsn, |c| c.max(lsn)));
+                                    // Published before the client's ReadyForQuery is released:
+                                    // under `global`, anyone who saw the commit can rely on it.
+                                    self.state.cluster.note_commit_lsn(lsn);
+                                } else {
+                                    self.captured_read = Some(self.captured_read.map_or(lsn, |c| c.max(lsn)));
+                                }
                             }
                         } else {
-                            self.may_write = true;
+                            self.may_write |= wrote;
                         }
                         self.client.wbuf.extend_from_slice(&ready);
                     }
-                    None => self.may_write = true,
+                    None => self.may_write |= wrote,
                 }
             }
             _ => {} // RowDescription, CommandComplete, or the error of an aborted transaction

@@ -193,6 +193,7 @@ impl Session {
             let config = &self.login.topology.config;
             let plan = RelayPlan {
                 capture_lsn: target.route == Route::Primary && config.routing.capture_commit_lsn,
+                capture_reads: target.monotonic_fallback && config.routing.capture_commit_lsn,
                 retry_guard: matches!(target.route, Route::Replica(_))
                     && self.login.db.mode == RoutingMode::Automatic
                     && !info.read_only_txn
@@ -201,16 +202,19 @@ impl Session {
             let slot = self.slot().clone();
             slot.set_server(Some(server.key));
             let started = Instant::now();
-            let (outcome, may_write, captured) = {
-                let state = SessionState { statements: &mut self.statements, params: &mut self.login.params };
+            let (outcome, may_write, captured, captured_read) = {
+                let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
                 record(&self.login.db, &relay.stats, started, target.route);
-                (outcome, relay.may_write, relay.captured)
+                (outcome, relay.may_write, relay.captured, relay.captured_read)
             };
             slot.set_server(None);
             if let Some(lsn) = captured {
                 self.learn_commit(lsn);
+            }
+            if let Some(lsn) = captured_read {
+                self.routing.last_read = self.routing.last_read.max(lsn);
             }
             match outcome {
                 Outcome::Done => {
@@ -291,7 +295,7 @@ impl Session {
         let primary = |reason: PrimaryReason| {
             DbStats::add(db.stats.primary(reason), 1);
             db.stats.metrics.routed_primary(reason).increment(1);
-            Target { route: Route::Primary, replay_lsn: Lsn::ZERO }
+            Target { route: Route::Primary, replay_lsn: Lsn::ZERO, monotonic_fallback: false }
         };
         if let Some(reason) = forced {
             return primary(reason);
@@ -318,6 +322,7 @@ impl Session {
             global_commit: replicas::global_commit(&cluster),
             max_lag: routing_cfg.max_replica_lag,
             sticky: self.routing.sticky,
+            tiebreak: self.slot().pid as u32,
         };
         replicas::views(&cluster, &mut self.views);
         let mut decision = decide(&request, &self.views);
@@ -341,11 +346,16 @@ impl Session {
                 db.stats.metrics.routed_replica.increment(1);
                 let replay_lsn = self.views.iter().find(|v| v.node == node).map_or(Lsn::ZERO, |v| v.replay_lsn);
                 tracing::debug!(client = %self.peer, replica = node.0, %replay_lsn, "read routed to replica");
-                Target { route: Route::Replica(node), replay_lsn }
+                Target { route: Route::Replica(node), replay_lsn, monotonic_fallback: false }
             }
             Decision::Primary { reason, .. } => {
                 tracing::debug!(client = %self.peer, reason = reason.as_str(), "routed to primary");
-                primary(reason)
+                let mut target = primary(reason);
+                // A read the primary served in a replica's place: the client's next read must
+                // not see less, so learn how far this one saw.
+                target.monotonic_fallback = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp)
+                    && matches!(consistency, Consistency::ReadYourWrites | Consistency::Global);
+                target
             }
         }
     }
@@ -600,6 +610,8 @@ struct Target {
     route: Route,
     /// The replica's polled replay LSN at decision time: a lower bound of what the read saw.
     replay_lsn: Lsn,
+    /// A read sent to the primary for want of a fresh replica, under a monotonic level.
+    monotonic_fallback: bool,
 }
 
 /// What the router remembers about one client.

@@ -85,6 +85,9 @@ pub struct Request {
     pub max_lag: Duration,
     /// The replica the client read from last; preferred, as replicas only move forward.
     pub sticky: Option<NodeId>,
+    /// Spreads clients over equally loaded replicas (e.g. the client's id): without it the
+    /// first replica would win every tie and the others idle under light load.
+    pub tiebreak: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +133,7 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
     let mut best: Option<&ReplicaView> = None;
     let mut freshest_behind: Option<&ReplicaView> = None;
     let mut any_in_rotation = false;
+    let n = (replicas.len() as u32).max(1);
     for r in replicas {
         // max_replica_lag bounds every level but strong: too far behind is out for everyone.
         if !r.in_rotation || r.lag > req.max_lag {
@@ -145,7 +149,8 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
         if Some(r.node) == req.sticky {
             return Decision::Replica(r.node);
         }
-        if best.is_none_or(|b| r.outstanding < b.outstanding) {
+        let rank = |v: &ReplicaView| (v.outstanding, u32::from(v.node.0).wrapping_add(req.tiebreak) % n);
+        if best.is_none_or(|b| rank(r) < rank(b)) {
             best = Some(r);
         }
     }
@@ -175,6 +180,7 @@ mod tests {
             global_commit: Lsn::ZERO,
             max_lag: Duration::from_secs(10),
             sticky: None,
+            tiebreak: 0,
         }
     }
 
@@ -220,6 +226,13 @@ mod tests {
         let rs = [replica(0, 100, 3), replica(1, 100, 1), replica(2, 100, 2)];
         assert_eq!(decide(&req(), &rs), Decision::Replica(NodeId(1)));
         assert_eq!(decide(&Request { sticky: Some(NodeId(2)), ..req() }, &rs), Decision::Replica(NodeId(2)));
+    }
+
+    #[test]
+    fn ties_are_spread_by_the_tiebreak() {
+        let rs = [replica(0, 100, 0), replica(1, 100, 0)];
+        assert_eq!(decide(&Request { tiebreak: 0, ..req() }, &rs), Decision::Replica(NodeId(0)));
+        assert_eq!(decide(&Request { tiebreak: 1, ..req() }, &rs), Decision::Replica(NodeId(1)));
     }
 
     #[test]
