@@ -7,6 +7,9 @@ use std::time::Duration;
 
 pub type NodePool = managed::Pool<ServerManager>;
 
+/// Connections idle longer than this are probed for a closed socket before being lent.
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Where and as whom a pool's connections log in.
 #[derive(Clone, Debug)]
 pub struct ServerTarget {
@@ -99,7 +102,11 @@ impl managed::Manager for ServerManager {
         if m.last_used() > self.settings.idle_timeout {
             return Err(RecycleError::message("server_idle_timeout reached"));
         }
-        if !conn.buf.is_empty() || !conn.looks_alive() {
+        // The probe is a syscall; a connection returned moments ago is alive as far as anyone
+        // can tell (PgBouncer's server_check_delay works the same way). A server that dies
+        // inside that window fails the transaction, which the client sees as 08006.
+        let probe = m.last_used() > PROBE_AFTER_IDLE;
+        if !conn.buf.is_empty() || (probe && !conn.looks_alive()) {
             return Err(RecycleError::message("server closed the connection or sent data while idle"));
         }
         Ok(())
