@@ -89,8 +89,15 @@ async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitC
 
 fn start_metrics(addr: &str) -> Result<(), ExitCode> {
     let addr: std::net::SocketAddr = addr.parse().map_err(|_| ExitCode::from(2))?;
+    // Buckets make the wait and transaction timings histograms, which add up across instances.
+    const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .map_err(|e| {
+            eprintln!("lsnpool: metrics buckets: {e}");
+            ExitCode::FAILURE
+        })?
         .install()
         .map_err(|e| {
             eprintln!("lsnpool: cannot serve metrics on {addr} (pooler.metrics_listen): {e}");

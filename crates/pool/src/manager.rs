@@ -32,18 +32,19 @@ pub struct PoolSettings {
 
 pub struct ServerManager {
     target: ServerTarget,
-    settings: PoolSettings,
+    /// Changed in place by RELOAD: the pool (and its size limit) must survive a new timeout.
+    settings: Mutex<PoolSettings>,
     /// ParameterStatus values of the newest login, shown to clients when they log in.
     reported: Mutex<Option<Arc<Vec<(String, String)>>>>,
 }
 
 impl ServerManager {
     pub fn new(target: ServerTarget, settings: PoolSettings) -> Self {
-        ServerManager { target, settings, reported: Mutex::new(None) }
+        ServerManager { target, settings: Mutex::new(settings), reported: Mutex::new(None) }
     }
 
     pub fn build_pool(self) -> Result<NodePool, managed::BuildError> {
-        let s = self.settings;
+        let s = self.settings();
         managed::Pool::builder(self)
             .max_size(s.max_size)
             .wait_timeout(Some(s.wait_timeout))
@@ -58,7 +59,23 @@ impl ServerManager {
     }
 
     pub fn settings(&self) -> PoolSettings {
-        self.settings
+        match self.settings.lock() {
+            Ok(s) => *s,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// RELOAD: new timeouts apply to the next checkout, connect and recycle.
+    pub fn set_settings(&self, settings: PoolSettings) {
+        if let Ok(mut s) = self.settings.lock() {
+            *s = settings;
+        }
+    }
+
+    /// The wait/connect limits of a checkout under the current settings.
+    pub fn timeouts(&self) -> managed::Timeouts {
+        let s = self.settings();
+        managed::Timeouts { wait: Some(s.wait_timeout), create: Some(s.connect_timeout), recycle: Some(s.connect_timeout) }
     }
 
     /// Parameters the server reported at its last login, if a login has happened.
@@ -96,10 +113,11 @@ impl managed::Manager for ServerManager {
         if conn.broken {
             return Err(RecycleError::message("connection was left unusable"));
         }
-        if m.age() > self.settings.lifetime {
+        let settings = self.settings();
+        if m.age() > settings.lifetime {
             return Err(RecycleError::message("server_lifetime reached"));
         }
-        if m.last_used() > self.settings.idle_timeout {
+        if m.last_used() > settings.idle_timeout {
             return Err(RecycleError::message("server_idle_timeout reached"));
         }
         // The probe is a syscall; a connection returned moments ago is alive as far as anyone

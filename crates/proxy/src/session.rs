@@ -407,7 +407,7 @@ impl Session {
             let db = self.login.db.name.clone();
             let get = async {
                 pooler.wait_unpaused(&db).await;
-                pool.get().await
+                pool.timeout_get(&pool.manager().timeouts()).await
             };
             tokio::select! {
                 r = get => Some(r),

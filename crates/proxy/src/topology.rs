@@ -135,7 +135,8 @@ impl Topology {
                         password: password.clone(),
                         label: label.clone(),
                     };
-                    if let Some(pool) = reuse.filter(|p| same_pool(p, &target, &settings)) {
+                    if let Some(pool) = reuse.filter(|p| same_login(p, &target)) {
+                        pool.manager().set_settings(settings);
                         pool.resize(settings.max_size);
                         return Ok(pool.clone());
                     }
@@ -197,17 +198,10 @@ impl Topology {
     }
 }
 
-/// A pool can be kept across RELOAD when it logs in to the same place the same way.
-fn same_pool(pool: &NodePool, target: &ServerTarget, settings: &PoolSettings) -> bool {
-    let m = pool.manager();
-    let (t, s) = (m.target(), m.settings());
-    t.addr == target.addr
-        && t.database == target.database
-        && t.user == target.user
-        && t.password == target.password
-        && *t.label == *target.label
-        && s.connect_timeout == settings.connect_timeout
-        && s.lifetime == settings.lifetime
-        && s.idle_timeout == settings.idle_timeout
-        && s.wait_timeout == settings.wait_timeout
+/// A pool is kept across RELOAD (resized, with new timeouts) unless it must log in somewhere
+/// else or as someone else: sessions that logged in before keep using the pool they had, so a
+/// second pool for the same node would break the pool_size limit.
+fn same_login(pool: &NodePool, target: &ServerTarget) -> bool {
+    let t = pool.manager().target();
+    t.addr == target.addr && t.database == target.database && t.user == target.user && t.password == target.password
 }
