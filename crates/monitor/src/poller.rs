@@ -316,6 +316,9 @@ impl Poller {
             // (2) now − the primary poll whose LSN the replica was last seen to have reached:
             // everything unreplayed was written after that poll started.
             let by_timestamp = sql_lag.map(|us| u64::try_from(us).unwrap_or(0));
+            if let Some(at) = self.state.primary_poll_reached(replay) {
+                lag.caught_up_at = Some(lag.caught_up_at.map_or(at, |c| c.max(at)));
+            }
             let by_catch_up = lag.caught_up_at.map(|t| now.saturating_sub(t));
             match (by_timestamp, by_catch_up) {
                 (Some(a), Some(b)) => a.min(b),

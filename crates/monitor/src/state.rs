@@ -128,7 +128,14 @@ pub struct ClusterState {
     highest_commit_lsn: AtomicU64,
     /// Signalled with any replica's `changed`, for `wait_for_any_replay`.
     pub(crate) any_replica_changed: Notify,
+    /// Recent primary polls (LSN, poll start µs), oldest first: a replica that has replayed a
+    /// polled LSN is missing only what was written after that poll started, which bounds its
+    /// time lag even while the primary never stands still long enough to be caught up with.
+    primary_history: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
 }
+
+/// Primary polls remembered for lag estimates (2.5 s at the default 10 ms interval).
+const PRIMARY_HISTORY: usize = 256;
 
 /// Counts one transaction as outstanding on a node until dropped.
 #[derive(Debug)]
@@ -160,6 +167,7 @@ impl ClusterState {
                 .collect(),
             highest_commit_lsn: AtomicU64::new(0),
             any_replica_changed: Notify::new(),
+            primary_history: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(PRIMARY_HISTORY)),
         }
     }
 
@@ -329,7 +337,19 @@ impl ClusterState {
         n.lsn.store(current_lsn, Ordering::Release);
         n.in_recovery.store(false, Ordering::Relaxed);
         n.last_poll.store(poll_started, Ordering::Relaxed);
+        if let Ok(mut h) = self.primary_history.lock() {
+            if h.len() == PRIMARY_HISTORY {
+                h.pop_front();
+            }
+            h.push_back((current_lsn, poll_started));
+        }
         n.up.swap(true, Ordering::AcqRel)
+    }
+
+    /// Start of the newest remembered primary poll whose LSN `replay_lsn` has reached.
+    pub(crate) fn primary_poll_reached(&self, replay_lsn: u64) -> Option<u64> {
+        let h = self.primary_history.lock().ok()?;
+        h.iter().rev().find(|(lsn, _)| *lsn <= replay_lsn).map(|(_, at)| *at)
     }
 
     /// A good replica poll; wakes waiters if the LSN advanced or rotation changed.
@@ -418,5 +438,16 @@ mod tests {
         assert_eq!(s.primary().outstanding, 1);
         drop(g);
         assert_eq!(s.primary().outstanding, 0);
+    }
+
+    #[test]
+    fn primary_history_bounds_lag_by_the_newest_poll_reached() {
+        let s = ClusterState::new("c", "p:1", &["r:2".to_string()]);
+        s.record_primary_poll(100, 1_000);
+        s.record_primary_poll(200, 2_000);
+        s.record_primary_poll(300, 3_000);
+        assert_eq!(s.primary_poll_reached(250), Some(2_000));
+        assert_eq!(s.primary_poll_reached(300), Some(3_000));
+        assert_eq!(s.primary_poll_reached(50), None);
     }
 }
