@@ -70,6 +70,8 @@ pub struct ServerConn {
     pub stream: TcpStream,
     /// Bytes read from the server and not yet handled; empty whenever the connection is idle.
     pub buf: BytesMut,
+    /// Bytes for the server, lent to whoever relays on this connection.
+    pub wbuf: BytesMut,
     pub key: ServerKey,
     pub label: Arc<str>,
     /// Client parameters currently applied on this session (see `params`).
@@ -102,6 +104,7 @@ impl ServerConn {
         let mut conn = ServerConn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::new(),
             key: ServerKey { addr: peer, pid: 0, secret: 0 },
             label: login.label.clone(),
             params: ParamSync::default(),

@@ -19,21 +19,41 @@ impl StatementId {
     }
 }
 
+/// The server-side name (`lsnpool_<id>`), on the stack: renaming a Bind allocates nothing.
+#[derive(Clone, Copy)]
+pub struct StatementName {
+    bytes: [u8; 28],
+    len: usize,
+}
+
+impl StatementName {
+    pub fn new(id: StatementId) -> StatementName {
+        let mut bytes = [0u8; 28];
+        bytes[..8].copy_from_slice(b"lsnpool_");
+        let mut digits = [0u8; 20];
+        let mut n = id.0;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let d = &digits[i..];
+        bytes[8..8 + d.len()].copy_from_slice(d);
+        StatementName { bytes, len: 8 + d.len() }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// Appends the server-side name (`lsnpool_<id>`) without allocating.
 pub fn statement_name(buf: &mut BytesMut, id: StatementId) {
-    buf.put_slice(b"lsnpool_");
-    let mut digits = [0u8; 20];
-    let mut n = id.0;
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.put_slice(&digits[i..]);
+    buf.put_slice(StatementName::new(id).as_bytes());
 }
 
 struct Entry {
@@ -107,6 +127,7 @@ mod tests {
         statement_name(&mut b, StatementId(0));
         statement_name(&mut b, StatementId(1234567));
         assert_eq!(&b[..], b"lsnpool_0lsnpool_1234567");
+        assert_eq!(StatementName::new(StatementId(u64::MAX)).as_bytes(), b"lsnpool_18446744073709551615");
     }
 
     #[test]

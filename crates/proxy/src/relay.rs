@@ -15,7 +15,7 @@ use crate::prepared::{ClientStatement, ClientStatements};
 use bytes::{Buf, Bytes, BytesMut};
 use lsnpool_router::{classify_bytes as classify_sql, Classification, Deallocate, StatementClass};
 use lsnpool_router::Lsn;
-use lsnpool_pool::{statement_name, ParamSync, ServerConn, StatementId};
+use lsnpool_pool::{ParamSync, ServerConn, StatementId, StatementName};
 use lsnpool_protocol::backend::{self, TxStatus};
 use lsnpool_protocol::frame::{Frames, Header};
 use lsnpool_protocol::frontend;
@@ -156,7 +156,7 @@ pub struct Relay<'c, 's, 'st> {
     /// whether the transaction they follow may have written.
     captures: VecDeque<(u64, bool)>,
     /// The client's ReadyForQuery, held until its capture answer is read.
-    held_ready: Option<BytesMut>,
+    held_ready: Option<[u8; 6]>,
     capture_value: Option<Lsn>,
     /// The newest commit LSN learned in this transaction.
     pub captured: Option<Lsn>,
@@ -176,6 +176,14 @@ pub struct Relay<'c, 's, 'st> {
     unnamed_copy: bool,
 }
 
+impl Drop for Relay<'_, '_, '_> {
+    fn drop(&mut self) {
+        // Unsent bytes only remain when the connection is being discarded anyway.
+        self.to_server.clear();
+        self.server.wbuf = std::mem::take(&mut self.to_server);
+    }
+}
+
 #[derive(Default, Debug, Clone, Copy)]
 pub struct RelayStats {
     pub queries: u64,
@@ -191,11 +199,14 @@ pub struct RelayStats {
 impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     pub fn new(client: &'c mut ClientIo, server: &'s mut ServerConn, state: SessionState<'st>, plan: RelayPlan) -> Self {
         let guard = plan.retry_guard.then(|| RetryGuard { saved: BytesMut::new(), mark: client.wbuf.len() });
+        // The server connection keeps its write buffer between transactions: one allocation
+        // per connection, not one per transaction.
+        let to_server = std::mem::take(&mut server.wbuf);
         Relay {
             client,
             server,
             state,
-            to_server: BytesMut::new(),
+            to_server,
             out: Outstanding::default(),
             status: TxStatus::Idle,
             streaming: 0,
@@ -377,7 +388,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                         if let Some(id) = self.ensure_prepared(b.statement, &buf[run_start..start]) {
                             run_start = pos;
                             let name = self.name_buf(id);
-                            frontend::bind_renamed(&mut self.to_server, &b, &name);
+                            frontend::bind_renamed(&mut self.to_server, &b, name.as_bytes());
                         }
                     }
                     // After the rename: this very Bind still needs the statement it executes.
@@ -392,7 +403,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                         if let Some(id) = self.ensure_prepared(name, &buf[run_start..start]) {
                             run_start = pos;
                             let name = self.name_buf(id);
-                            frontend::target(&mut self.to_server, frontend::DESCRIBE, b'S', &name);
+                            frontend::target(&mut self.to_server, frontend::DESCRIBE, b'S', name.as_bytes());
                         }
                     }
                 }
@@ -498,10 +509,8 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         }
     }
 
-    fn name_buf(&self, id: StatementId) -> BytesMut {
-        let mut name = BytesMut::with_capacity(24);
-        statement_name(&mut name, id);
-        name
+    fn name_buf(&self, id: StatementId) -> StatementName {
+        StatementName::new(id)
     }
 
     fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification, copy: bool) {
@@ -510,7 +519,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             // say so, by preparing under the name this client's statement already has there.
             if let Some(id) = self.ensure_prepared(client_name, &[]) {
                 let name = self.name_buf(id);
-                frontend::parse_with_body(&mut self.to_server, &name, body);
+                frontend::parse_with_body(&mut self.to_server, name.as_bytes(), body);
                 self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
             }
             return;
@@ -524,7 +533,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         }
         let id = StatementId::next();
         let name = self.name_buf(id);
-        frontend::parse_with_body(&mut self.to_server, &name, &body);
+        frontend::parse_with_body(&mut self.to_server, name.as_bytes(), &body);
         self.server.statements.insert(hash, body, id);
         self.stats.server_parses += 1;
         let undo = Undo { hash, client_name: Some(Bytes::copy_from_slice(client_name)) };
@@ -544,7 +553,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         }
         let id = StatementId::next();
         let server_name = self.name_buf(id);
-        frontend::parse_with_body(&mut self.to_server, &server_name, &body);
+        frontend::parse_with_body(&mut self.to_server, server_name.as_bytes(), &body);
         self.server.statements.insert(hash, body, id);
         self.stats.server_parses += 1;
         self.out.parses.push_back((self.out.sent, ParseAnswer::Swallow(Undo { hash, client_name: None })));
@@ -726,11 +735,11 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     self.out.ready = self.out.ready.saturating_sub(1);
                     self.out.answered += 1;
                     self.drop_unanswered(self.out.answered);
-                    if self.in_capture_segment() {
+                    if let (true, Ok(ready)) = (self.in_capture_segment(), <[u8; 6]>::try_from(frame)) {
                         // Held back until the capture's answer has recorded the LSN.
                         self.client.wbuf.extend_from_slice(&buf[run_start..start]);
                         run_start = pos;
-                        self.held_ready = Some(BytesMut::from(frame));
+                        self.held_ready = Some(ready);
                     }
                 }
                 backend::PARAMETER_STATUS => self.track_parameter(frame),
