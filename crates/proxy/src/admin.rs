@@ -145,7 +145,7 @@ async fn execute(pooler: &Arc<Pooler>, access: AdminAccess, sql: &str, out: &mut
             let db = words[1];
             let mut killed = 0;
             for c in pooler.cancels.clients() {
-                if c.info.database == db {
+                if c.info.database.name == db {
                     c.kill();
                     killed += 1;
                 }
@@ -270,7 +270,7 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
                 .filter_map(|db| {
                     let cl = c.clusters.get(&*db.cluster)?;
                     let (host, port) = cl.primary.rsplit_once(':').unwrap_or((cl.primary.as_str(), ""));
-                    let current = clients.iter().filter(|x| x.info.database == db.name).count();
+                    let current = clients.iter().filter(|x| x.info.database.name == db.name).count();
                     let routing = match db.mode {
                         lsnpool_router::RoutingMode::Automatic => "automatic",
                         lsnpool_router::RoutingMode::ReplicaOnly if db.consistency == lsnpool_router::Consistency::Strong => "primary",
@@ -392,8 +392,8 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
                     };
                     vec![
                         "C".into(),
-                        x.info.user.clone(),
-                        x.info.database.clone(),
+                        x.info.user.name.clone(),
+                        x.info.database.name.clone(),
                         state.into(),
                         x.info.addr.ip().to_string(),
                         x.info.addr.port().to_string(),

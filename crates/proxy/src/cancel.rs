@@ -11,10 +11,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-/// Who a client is, for SHOW CLIENTS.
+/// Who a client is, for SHOW CLIENTS. Names are shared with the session, not copied: every
+/// idle client pays for this.
 pub struct ClientInfo {
-    pub user: String,
-    pub database: String,
+    pub user: Arc<crate::topology::User>,
+    pub database: Arc<crate::topology::Database>,
     pub addr: SocketAddr,
     pub application_name: String,
     pub connected_at: SystemTime,

@@ -293,7 +293,8 @@ pub async fn serve(pooler: Arc<Pooler>, listener: TcpListener) -> std::io::Resul
 async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::SocketAddr) {
     let login_timeout = pooler.topology().config.pooler.client_login_timeout;
     let mut buf = BytesMut::new();
-    let accepted = tokio::time::timeout(login_timeout, login(&mut stream, &mut buf, &pooler, peer)).await;
+    // Boxed: the login's state (SCRAM, buffers) must not stay in every idle client's task.
+    let accepted = tokio::time::timeout(login_timeout, Box::pin(login(&mut stream, &mut buf, &pooler, peer))).await;
     match accepted {
         Err(_) => {
             tracing::info!(client = %peer, "login timed out (pooler.client_login_timeout)");
@@ -306,14 +307,18 @@ async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::Sock
         Ok(Ok(Accepted::Done)) => {}
         Ok(Ok(Accepted::Admin { user, access })) => {
             tracing::info!(client = %peer, user, "admin console connected");
-            crate::admin::serve(pooler, stream, buf, access).await;
+            Box::pin(crate::admin::serve(pooler, stream, buf, access)).await;
             tracing::info!(client = %peer, user, "admin console disconnected");
         }
         Ok(Ok(Accepted::Session(li))) => {
             tracing::info!(client = %peer, user = %li.user.name, database = %li.db.name, "client connected");
             let Some(pools) = li.topology.pools(&li.db.cluster, &li.user.name) else { return };
             let Some(cluster) = li.topology.cluster_state(&li.db.cluster) else { return };
-            Session::new(pooler.clone(), stream, *li, pools, cluster, peer).run().await;
+            // Bytes the client pipelined behind its login belong to its first transaction.
+            let leftover = if buf.is_empty() { BytesMut::new() } else { buf };
+            // Boxed straight away: awaiting a future held in a local makes the task keep two
+            // copies of it, and every idle client pays for the task's size.
+            Box::pin(Session::new(pooler.clone(), stream, *li, pools, cluster, peer, leftover).run()).await;
         }
     }
 }

@@ -131,8 +131,8 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
         },
     };
     let registration = pooler.cancels.register(ClientInfo {
-        user: user.name.clone(),
-        database: db.name.clone(),
+        user: user.clone(),
+        database: db.clone(),
         addr: peer,
         application_name: params.get("application_name").unwrap_or_default().to_string(),
         connected_at: std::time::SystemTime::now(),

@@ -36,7 +36,8 @@ pub struct Session {
     pools: Arc<ClusterPools>,
     statements: ClientStatements,
     /// Session pool mode keeps its server connection between transactions.
-    held: Option<(Server, Target)>,
+    /// Boxed: inline, an absent server connection would still cost every client its size.
+    held: Option<Box<(Server, Target)>>,
     cluster: Arc<ClusterState>,
     routing: ClientRouting,
     /// Reused for every routing decision: no allocation per transaction.
@@ -54,6 +55,7 @@ impl Session {
         pools: Arc<ClusterPools>,
         cluster: Arc<ClusterState>,
         peer: SocketAddr,
+        pipelined: BytesMut,
     ) -> Session {
         let max_message_size = login.topology.config.pooler.max_message_size;
         let routing = ClientRouting {
@@ -68,7 +70,7 @@ impl Session {
             cluster,
             routing,
             views: Vec::new(),
-            client: ClientIo { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), max_message_size },
+            client: ClientIo { stream, rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
             login,
             pools,
             statements: ClientStatements::default(),
@@ -80,8 +82,9 @@ impl Session {
 
     pub async fn run(mut self) {
         let why = self.serve().await;
-        if let Some((server, _)) = self.held.take() {
-            self.end_server(server, true, TxStatus::Idle).await;
+        if let Some(held) = self.held.take() {
+            // Boxed, like the transaction: rare paths must not size every idle client's task.
+            Box::pin(async { self.end_server(held.0, true, TxStatus::Idle).await }).await;
         }
         let _ = self.flush_client().await;
         tracing::info!(
@@ -138,7 +141,8 @@ impl Session {
                     _ => {}
                 }
             }
-            match self.transaction().await {
+            // Boxed: an idle client's task holds only the session, not the relay's state.
+            match Box::pin(self.transaction()).await {
                 Ok(()) => {}
                 Err(why) => return why,
             }
@@ -176,7 +180,7 @@ impl Session {
             let cluster = self.cluster.clone();
             let mut _outstanding = None;
             let (mut server, target) = match self.held.take() {
-                Some(held) => held,
+                Some(held) => *held,
                 None => {
                     let target = self.choose(&info, forced).await;
                     // Counted from the decision on, so concurrent decisions spread the load.
@@ -226,7 +230,7 @@ impl Session {
                         self.routing.sticky = Some(node);
                     }
                     if self.login.topology.pool_mode() == PoolMode::Session {
-                        self.held = Some((server, target));
+                        self.held = Some(Box::new((server, target)));
                     } else {
                         self.release(server).await;
                     }
@@ -535,12 +539,11 @@ impl Session {
     /// Waits for the client's next bytes; `None` when woken by KILL or shutdown instead.
     async fn read_idle(&mut self) -> io::Result<Option<usize>> {
         loop {
+            // Shutdown wakes every client's `wake` too: one waiter per idle client, not two.
             let slot = self.login.registration.slot.clone();
-            let pooler = self.pooler.clone();
             tokio::select! {
                 r = self.client.stream.readable() => r?,
                 _ = slot.wake.notified() => return Ok(None),
-                _ = pooler.shutdown.notified() => return Ok(None),
             }
             // Buffers are allocated only once the client has something to say.
             self.client.rbuf.reserve(READ_CHUNK);
