@@ -81,6 +81,8 @@ pub struct PoolerConfig {
     pub stats_users: Vec<String>,
     /// Prometheus `/metrics`; empty disables the exporter.
     pub metrics_listen: String,
+    /// Threads of the runtime; 0 means one per CPU.
+    pub worker_threads: usize,
 }
 
 impl Default for PoolerConfig {
@@ -102,6 +104,7 @@ impl Default for PoolerConfig {
             admin_users: vec!["postgres".into()],
             stats_users: Vec::new(),
             metrics_listen: "127.0.0.1:9930".into(),
+            worker_threads: 0,
         }
     }
 }
@@ -118,6 +121,10 @@ pub struct RoutingConfig {
     pub lsn_wait_timeout: Duration,
     /// Capture the commit LSN of primary transactions (off only to measure what it costs).
     pub capture_commit_lsn: bool,
+    /// A read whose replicas all look behind asks one directly (one round trip) if that
+    /// replica typically lags less than this; 0 disables asking.
+    #[serde(with = "humantime_serde")]
+    pub probe_max_lag: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -128,6 +135,7 @@ impl Default for RoutingConfig {
             max_replica_lag: Duration::from_secs(10),
             lsn_wait_timeout: Duration::ZERO,
             capture_commit_lsn: true,
+            probe_max_lag: Duration::from_millis(5),
         }
     }
 }

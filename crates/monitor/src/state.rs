@@ -32,6 +32,11 @@ pub(crate) struct NodeState {
     lsn: AtomicU64,
     /// Replicas: time lag in µs as of the last poll (see the poller for how it is bounded).
     lag_micros: AtomicU64,
+    /// Replicas: how far behind it typically is while the primary writes (a moving average
+    /// of the lag over polls that found it behind). Tells a follower that replays within a
+    /// millisecond from one held back by `recovery_min_apply_delay`, even when both look
+    /// caught up with an idle primary.
+    typical_lag_micros: AtomicU64,
     /// `clock::monotonic_micros()` at the start of the last good poll; 0 = never.
     last_poll: AtomicU64,
     /// Transactions the proxy is running on this node right now ("least outstanding work").
@@ -52,6 +57,7 @@ impl NodeState {
             promoted: AtomicBool::new(false),
             lsn: AtomicU64::new(0),
             lag_micros: AtomicU64::new(0),
+            typical_lag_micros: AtomicU64::new(0),
             last_poll: AtomicU64::new(0),
             outstanding: AtomicU32::new(0),
             reads_routed: AtomicU64::new(0),
@@ -89,6 +95,8 @@ pub struct ReplicaSnapshot {
     pub lag_bytes: u64,
     /// Time lag; 0 whenever `replay_lsn` ≥ the primary's current LSN.
     pub lag_micros: u64,
+    /// Typical lag while the primary writes (see `NodeState::typical_lag_micros`).
+    pub typical_lag_micros: u64,
     /// `monotonic_micros()` when the last good poll started; 0 = never. See `poll_age()`.
     pub last_poll_micros: u64,
     pub outstanding: u32,
@@ -235,6 +243,7 @@ impl ClusterState {
                 replay_lsn: Lsn::ZERO,
                 lag_bytes: 0,
                 lag_micros: 0,
+                typical_lag_micros: 0,
                 last_poll_micros: 0,
                 outstanding: 0,
                 reads_routed: 0,
@@ -263,6 +272,7 @@ impl ClusterState {
             } else {
                 n.lag_micros.load(Ordering::Relaxed)
             },
+            typical_lag_micros: n.typical_lag_micros.load(Ordering::Relaxed),
             last_poll_micros: n.last_poll.load(Ordering::Relaxed),
             outstanding: n.outstanding.load(Ordering::Relaxed),
             reads_routed: n.reads_routed.load(Ordering::Relaxed),
@@ -362,6 +372,12 @@ impl ClusterState {
         poll_started: u64,
     ) {
         let was_in_rotation = n.in_rotation();
+        if lag_micros > 0 {
+            // 1/8 weight: a few polls move it, one odd poll does not.
+            let old = n.typical_lag_micros.load(Ordering::Relaxed);
+            let new = if old == 0 { lag_micros } else { old - old / 8 + lag_micros / 8 };
+            n.typical_lag_micros.store(new, Ordering::Relaxed);
+        }
         n.in_recovery.store(in_recovery, Ordering::Relaxed);
         n.promoted.store(!in_recovery, Ordering::Relaxed);
         n.lag_micros.store(lag_micros, Ordering::Relaxed);

@@ -507,6 +507,8 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
                     row.push(DbStats::get(&s.lsn_capture_round_trips).to_string());
                     row.push(waits.to_string());
                     row.push((DbStats::get(&s.catchup_wait_us) / waits.max(1)).to_string());
+                    row.push(DbStats::get(&s.probe_hits).to_string());
+                    row.push(DbStats::get(&s.probe_misses).to_string());
                     row
                 })
                 .collect();
@@ -515,7 +517,7 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
                 &[
                     "database", "replica_reads", "primary_write", "primary_strong", "primary_hint", "primary_lag_fallback",
                     "primary_no_replica_up", "primary_retry_25006", "lsn_captured", "lsn_capture_round_trips", "catchup_waits",
-                    "avg_catchup_wait_us",
+                    "avg_catchup_wait_us", "replica_probe_hits", "replica_probe_misses",
                 ],
                 &rows,
             );

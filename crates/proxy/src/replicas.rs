@@ -29,6 +29,7 @@ pub fn views(state: &ClusterState, out: &mut Vec<ReplicaView>) {
         replay_lsn: r.replay_lsn,
         lag: r.lag(),
         outstanding: r.outstanding,
+        typical_lag: Duration::from_micros(r.typical_lag_micros),
     }));
 }
 

@@ -35,6 +35,8 @@ pub struct Session {
     login: LoggedIn,
     pools: Arc<ClusterPools>,
     statements: ClientStatements,
+    /// A replica connection the router already borrowed to ask for its replay LSN.
+    probed: Option<Server>,
     /// Session pool mode keeps its server connection between transactions.
     /// Boxed: inline, an absent server connection would still cost every client its size.
     held: Option<Box<(Server, Target)>>,
@@ -75,6 +77,7 @@ impl Session {
             pools,
             statements: ClientStatements::default(),
             held: None,
+            probed: None,
             skip_until_sync: false,
             peer,
         }
@@ -188,7 +191,11 @@ impl Session {
                         Route::Replica(node) => cluster.begin_read(node),
                         Route::Primary => Some(cluster.begin_primary()),
                     };
-                    match self.checkout(target.route).await {
+                    let server = match self.probed.take() {
+                        Some(probed) => self.prepare(probed).await,
+                        None => self.checkout(target.route).await,
+                    };
+                    match server {
                         Some(s) => (s, target),
                         None => return Ok(()),
                     }
@@ -311,7 +318,8 @@ impl Session {
             // can run them all.
             return primary(PrimaryReason::Write);
         }
-        let routing_cfg = &self.login.topology.config.routing;
+        let topology = self.login.topology.clone();
+        let routing_cfg = &topology.config.routing;
         let consistency = match info.hint {
             Some(Hint::Consistency(c)) => c,
             _ => self.routing.consistency,
@@ -327,10 +335,21 @@ impl Session {
             max_lag: routing_cfg.max_replica_lag,
             sticky: self.routing.sticky,
             tiebreak: self.slot().pid as u32,
+            probe_below: routing_cfg.probe_max_lag,
         };
         replicas::views(&cluster, &mut self.views);
         let mut decision = decide(&request, &self.views);
-        if let Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(node), needed } = decision {
+        if let Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. } = decision {
+            if let Some((server, replay_lsn)) = self.probe_replica(node, needed).await {
+                DbStats::add(&db.stats.replica_reads, 1);
+                DbStats::add(&db.stats.probe_hits, 1);
+                db.stats.metrics.routed_replica.increment(1);
+                self.probed = Some(server);
+                return Target { route: Route::Replica(node), replay_lsn, monotonic_fallback: false };
+            }
+            DbStats::add(&db.stats.probe_misses, 1);
+        }
+        if let Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(node), needed, .. } = decision {
             let wait = routing_cfg.lsn_wait_timeout;
             if !wait.is_zero() {
                 let t0 = Instant::now();
@@ -360,6 +379,33 @@ impl Session {
                 target.monotonic_fallback = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp)
                     && matches!(consistency, Consistency::ReadYourWrites | Consistency::Global);
                 target
+            }
+        }
+    }
+
+    /// Asks a replica that usually follows closely whether it has replayed `needed` yet (its
+    /// polled LSN is up to one poll interval old). Only an idle pooled connection is used: a
+    /// probe that had to wait would cost more than the primary read it tries to save.
+    async fn probe_replica(&mut self, node: NodeId, needed: Lsn) -> Option<(Server, Lsn)> {
+        let pool = self.pools.replicas.get(usize::from(node.0))?.clone();
+        let mut timeouts = pool.manager().timeouts();
+        timeouts.wait = Some(std::time::Duration::ZERO);
+        if pool.status().available == 0 {
+            return None;
+        }
+        let mut server = pool.timeout_get(&timeouts).await.ok()?;
+        let timeout = self.login.topology.config.pooler.query_wait_timeout;
+        match server.simple_query("SELECT pg_catalog.pg_last_wal_replay_lsn()", timeout).await {
+            Ok(reply) if reply.error.is_none() && reply.status == TxStatus::Idle => {
+                let lsn = reply.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<Lsn>().ok())?;
+                // What one client learned helps every client: the monitor's view moves too.
+                self.cluster.note_replay_lsn(node, lsn);
+                tracing::debug!(client = %self.peer, replica = node.0, %lsn, %needed, "asked a replica for its replay LSN");
+                (lsn >= needed).then_some((server, lsn))
+            }
+            _ => {
+                discard(server);
+                None
             }
         }
     }
@@ -423,17 +469,12 @@ impl Session {
         self.login.db.stats.metrics.server_wait_seconds.record(waited.as_secs_f64());
         DbStats::add(&self.login.db.stats.wait_time_us, waited.as_micros() as u64);
         let label = pool.manager().target().label.clone();
-        let mut server = match got {
+        let server = match got {
             None => {
                 self.refuse_batch(sqlstate::QUERY_CANCELED, "canceling statement due to user request", None);
                 return None;
             }
-            Some(Ok(s)) => {
-                DbStats::add(&self.login.db.stats.server_assignment_count, 1);
-                s.set_active(true);
-                self.slot().set_state(ClientState::Active);
-                s
-            }
+            Some(Ok(s)) => s,
             Some(Err(e)) => {
                 let settings = pool.manager().settings();
                 let (code, msg, hint) = match &e {
@@ -455,6 +496,15 @@ impl Session {
                 return None;
             }
         };
+        self.prepare(server).await
+    }
+
+    /// Brings a borrowed server connection's session parameters in line with the client's.
+    /// On failure the client's batch is answered with an error and `None` returned.
+    async fn prepare(&mut self, mut server: Server) -> Option<Server> {
+        DbStats::add(&self.login.db.stats.server_assignment_count, 1);
+        server.set_active(true);
+        self.slot().set_state(ClientState::Active);
         if let Some(plan) = server.params.plan_towards(&self.login.params) {
             let timeout = self.login.topology.config.pooler.query_wait_timeout;
             match server.simple_query(&plan.sql, timeout).await {

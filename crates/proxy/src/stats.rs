@@ -67,6 +67,9 @@ pub struct DbStats {
     pub lsn_capture_round_trips: AtomicU64,
     pub catchup_waits: AtomicU64,
     pub catchup_wait_us: AtomicU64,
+    /// Replicas asked directly for their replay LSN: fresh enough, or not.
+    pub probe_hits: AtomicU64,
+    pub probe_misses: AtomicU64,
 }
 
 impl DbStats {
@@ -91,6 +94,8 @@ impl DbStats {
             lsn_capture_round_trips: AtomicU64::new(0),
             catchup_waits: AtomicU64::new(0),
             catchup_wait_us: AtomicU64::new(0),
+            probe_hits: AtomicU64::new(0),
+            probe_misses: AtomicU64::new(0),
         }
     }
 

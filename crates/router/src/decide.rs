@@ -15,6 +15,8 @@ pub struct ReplicaView {
     pub lag: Duration,
     /// Transactions running on it through this pooler now.
     pub outstanding: u32,
+    /// How far behind it typically runs while the primary writes.
+    pub typical_lag: Duration,
 }
 
 /// Why a transaction went to the primary. Counted per reason, shown in SHOW ROUTING.
@@ -88,14 +90,19 @@ pub struct Request {
     /// Spreads clients over equally loaded replicas (e.g. the client's id): without it the
     /// first replica would win every tie and the others idle under light load.
     pub tiebreak: u32,
+    /// A merely-behind replica that typically lags less than this is worth asking directly
+    /// whether it has caught up (zero: never ask).
+    pub probe_below: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Replica(NodeId),
     /// `catch_up` is the freshest replica in rotation that is merely behind: a caller
-    /// allowed to wait (`lsn_wait_timeout`) can wait for it to reach `needed`.
-    Primary { reason: PrimaryReason, catch_up: Option<NodeId>, needed: Lsn },
+    /// allowed to wait (`lsn_wait_timeout`) can wait for it to reach `needed`. `probe` is a
+    /// behind replica that usually follows within `probe_below`: its polled LSN is probably
+    /// just stale, and asking it directly costs one round trip instead of a primary read.
+    Primary { reason: PrimaryReason, catch_up: Option<NodeId>, needed: Lsn, probe: Option<NodeId> },
 }
 
 impl Decision {
@@ -118,7 +125,7 @@ pub fn required_lsn(req: &Request) -> Lsn {
 
 /// Chooses where the transaction runs. Never allocates; O(replicas).
 pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
-    let primary = |reason| Decision::Primary { reason, catch_up: None, needed: Lsn::ZERO };
+    let primary = |reason| Decision::Primary { reason, catch_up: None, needed: Lsn::ZERO, probe: None };
     if req.hint_primary {
         return primary(PrimaryReason::Hint);
     }
@@ -132,6 +139,7 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
     let needed = if req.writes { Lsn::ZERO } else { required_lsn(req) };
     let mut best: Option<&ReplicaView> = None;
     let mut freshest_behind: Option<&ReplicaView> = None;
+    let mut probe: Option<&ReplicaView> = None;
     let mut any_in_rotation = false;
     let n = (replicas.len() as u32).max(1);
     for r in replicas {
@@ -143,6 +151,9 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
         if r.replay_lsn < needed {
             if freshest_behind.is_none_or(|f| r.replay_lsn > f.replay_lsn) {
                 freshest_behind = Some(r);
+            }
+            if r.typical_lag < req.probe_below && probe.is_none_or(|p| r.outstanding < p.outstanding) {
+                probe = Some(r);
             }
             continue;
         }
@@ -160,6 +171,7 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
             reason: PrimaryReason::LagFallback,
             catch_up: freshest_behind.map(|r| r.node),
             needed,
+            probe: probe.map(|r| r.node),
         },
         None => primary(PrimaryReason::NoReplicaUp),
     }
@@ -181,11 +193,19 @@ mod tests {
             max_lag: Duration::from_secs(10),
             sticky: None,
             tiebreak: 0,
+            probe_below: Duration::ZERO,
         }
     }
 
     fn replica(n: u16, lsn: u64, outstanding: u32) -> ReplicaView {
-        ReplicaView { node: NodeId(n), in_rotation: true, replay_lsn: Lsn(lsn), lag: Duration::ZERO, outstanding }
+        ReplicaView {
+            node: NodeId(n),
+            in_rotation: true,
+            replay_lsn: Lsn(lsn),
+            lag: Duration::ZERO,
+            outstanding,
+            typical_lag: Duration::from_millis(u64::from(n) * 100),
+        }
     }
 
     fn reason(d: Decision) -> Option<PrimaryReason> {
@@ -212,7 +232,13 @@ mod tests {
     fn behind_replicas_fall_back_and_name_the_freshest_to_wait_for() {
         let r = Request { last_commit: Lsn(300), ..req() };
         let d = decide(&r, &[replica(0, 100, 0), replica(1, 200, 0)]);
-        assert_eq!(d, Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(NodeId(1)), needed: Lsn(300) });
+        assert_eq!(
+            d,
+            Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(NodeId(1)), needed: Lsn(300), probe: None }
+        );
+        // A fast follower (replica 0 typically lags 0 ms here) is worth asking directly.
+        let d = decide(&Request { probe_below: Duration::from_millis(5), ..r }, &[replica(0, 100, 0), replica(1, 200, 0)]);
+        assert!(matches!(d, Decision::Primary { probe: Some(NodeId(0)), .. }), "{d:?}");
     }
 
     #[test]
