@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PGENV := testenv/pgenv.sh
 export R2_APPLY_DELAY
 
-.PHONY: help run test build env-up env-down env-status clean
+.PHONY: help run test build bench env-up env-down env-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -36,6 +36,9 @@ test: ## All tests: unit, and integration against the real local topology
 
 build: ## Debug build of everything
 	cargo build --workspace --all-targets
+
+bench: ## Benchmarks vs PgBouncer and direct (< 10 min; QUICK=1 < 2 min) -> benches/results/latest.md
+	QUICK="$(QUICK)" benches/run.sh
 
 ## ---- test environment (primary :55432, r1 :55433, r2 :55434) ----
 

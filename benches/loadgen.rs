@@ -1,0 +1,443 @@
+//! Load generator for `make bench` (benches/run.sh), built as a `harness = false` bench:
+//!
+//! ```text
+//! loadgen raw   --label L --delay-ms D --write URL [--read URL] --setup URL
+//!               [--clients 16] [--k 4] [--seconds 5] [--accounts 1000000] --csv FILE
+//! loadgen idle  --url URL --n 10000 --pid PID [--concurrency 64] --out FILE
+//! loadgen chart --csv FILE --out PNG
+//! ```
+//!
+//! `raw`: read-after-write. N clients each loop "write a row, read it back at once, then k
+//! independent reads". With one URL a client uses one connection for everything (a pooler that
+//! routes); with `--read` it writes on `--write` and reads on `--read` (a naive read/write
+//! split). Every read also returns `pg_is_in_recovery()`, so the share of reads served by
+//! replicas is known; a read-back that misses the row just written is stale. Appends one CSV
+//! row to `--csv`.
+//!
+//! `idle`: holds N logged-in, idle client connections to a pooler and reports the pooler's
+//! VmRSS (from /proc/PID/status) before and with them: bytes per idle client.
+//!
+//! `chart`: draws stale % and replica share against apply delay from the `raw` CSV.
+//!
+//! URLs are libpq-style key=value strings, as tokio-postgres takes them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+// ------------------------------------------------------------------ arguments
+
+struct Args(BTreeMap<String, String>);
+
+impl Args {
+    fn parse(args: &[String]) -> Res<Args> {
+        let mut m = BTreeMap::new();
+        let mut it = args.iter();
+        while let Some(k) = it.next() {
+            let Some(k) = k.strip_prefix("--") else {
+                return Err(format!("unexpected argument {k}").into());
+            };
+            let v = it.next().ok_or_else(|| format!("--{k} needs a value"))?;
+            m.insert(k.to_string(), v.clone());
+        }
+        Ok(Args(m))
+    }
+    fn get(&self, k: &str) -> Res<String> {
+        self.0.get(k).cloned().ok_or_else(|| format!("missing --{k}").into())
+    }
+    fn opt(&self, k: &str) -> Option<String> {
+        self.0.get(k).cloned()
+    }
+    fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> Res<T> {
+        match self.0.get(k) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{k}: not a number: {v}").into()),
+        }
+    }
+}
+
+async fn connect(url: &str) -> Res<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().replace(['\n', ','], " ")
+}
+
+// ------------------------------------------------------------------ raw
+
+#[derive(Default)]
+struct Stats {
+    loops: AtomicU64,
+    readbacks: AtomicU64,
+    stale: AtomicU64,
+    reads: AtomicU64,
+    replica_reads: AtomicU64,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    fn error(&self, e: &dyn std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut f = self.first_error.lock().unwrap();
+        if f.is_none() {
+            *f = Some(one_line(e));
+        }
+    }
+}
+
+struct RawCfg {
+    write: String,
+    read: Option<String>,
+    clients: u64,
+    k: u32,
+    accounts: i32,
+    base: i64,
+}
+
+async fn raw_client(i: u64, cfg: Arc<RawCfg>, start: Arc<tokio::sync::Barrier>, stop: Arc<AtomicBool>, st: Arc<Stats>) {
+    let setup = async {
+        let w = connect(&cfg.write).await?;
+        let r = match &cfg.read {
+            Some(url) => Some(connect(url).await?),
+            None => None,
+        };
+        Res::Ok((w, r))
+    }
+    .await;
+    let (w, r) = match setup {
+        Ok(c) => c,
+        Err(e) => {
+            st.error(&e);
+            start.wait().await;
+            return;
+        }
+    };
+    let rd: &Client = r.as_ref().unwrap_or(&w);
+    let prepared = async {
+        let ins = w.prepare("INSERT INTO bench_raw (id, v) VALUES ($1, $2)").await?;
+        let back = rd.prepare("SELECT pg_is_in_recovery(), (SELECT v FROM bench_raw WHERE id = $1)").await?;
+        let other = rd.prepare("SELECT pg_is_in_recovery(), abalance FROM pgbench_accounts WHERE aid = $1").await?;
+        Res::Ok((ins, back, other))
+    }
+    .await;
+    start.wait().await;
+    let (ins, back, other) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            st.error(&e);
+            return;
+        }
+    };
+    let mut seq: i64 = 0;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (i + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    while !stop.load(Ordering::Relaxed) {
+        let id = cfg.base + i as i64 + seq * cfg.clients as i64;
+        seq += 1;
+        let one = async {
+            w.execute(&ins, &[&id, &(seq as i32)]).await?;
+            let row = rd.query_one(&back, &[&id]).await?;
+            let on_replica: bool = row.get(0);
+            let v: Option<i32> = row.get(1);
+            st.readbacks.fetch_add(1, Ordering::Relaxed);
+            st.reads.fetch_add(1, Ordering::Relaxed);
+            if on_replica {
+                st.replica_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            if v.is_none() {
+                st.stale.fetch_add(1, Ordering::Relaxed);
+            }
+            for _ in 0..cfg.k {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let aid = 1 + (rng % cfg.accounts as u64) as i32;
+                let row = rd.query_one(&other, &[&aid]).await?;
+                st.reads.fetch_add(1, Ordering::Relaxed);
+                if row.get::<_, bool>(0) {
+                    st.replica_reads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Res::Ok(())
+        }
+        .await;
+        match one {
+            Ok(()) => {
+                st.loops.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                st.error(&e);
+                if w.is_closed() || rd.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn raw(a: &Args) -> Res<()> {
+    let label = a.get("label")?;
+    let delay_ms: u64 = a.num("delay-ms", 0)?;
+    let clients: u64 = a.num("clients", 16)?;
+    let seconds: f64 = a.num("seconds", 5.0)?;
+    let csv = a.get("csv")?;
+    let setup = connect(&a.get("setup")?).await?;
+    setup
+        .batch_execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigint PRIMARY KEY, v int NOT NULL)")
+        .await?;
+    let max: i64 = setup.query_one("SELECT coalesce(max(id), 0) FROM bench_raw", &[]).await?.get(0);
+    let accounts: i64 = setup.query_one("SELECT count(*) FROM pgbench_accounts", &[]).await?.get(0);
+    drop(setup);
+    let cfg = Arc::new(RawCfg {
+        write: a.get("write")?,
+        read: a.opt("read"),
+        clients,
+        k: a.num("k", 4)?,
+        accounts: accounts.max(1) as i32,
+        base: max + 1,
+    });
+    let st = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(tokio::sync::Barrier::new(clients as usize + 1));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        tasks.push(tokio::spawn(raw_client(i, cfg.clone(), start.clone(), stop.clone(), st.clone())));
+    }
+    start.wait().await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let g = |x: &AtomicU64| x.load(Ordering::Relaxed);
+    let (loops, readbacks, stale, reads, replica) =
+        (g(&st.loops), g(&st.readbacks), g(&st.stale), g(&st.reads), g(&st.replica_reads));
+    let pct = |n: u64, d: u64| if d == 0 { 0.0 } else { 100.0 * n as f64 / d as f64 };
+    let first_error = st.first_error.lock().unwrap().clone().unwrap_or_default();
+    println!(
+        "raw {label} delay={delay_ms}ms clients={clients} k={}: loops/s={:.0} stale={:.2}% ({stale}/{readbacks}) replica_reads={:.1}% ({replica}/{reads}) errors={} {first_error}",
+        cfg.k,
+        loops as f64 / elapsed,
+        pct(stale, readbacks),
+        pct(replica, reads),
+        g(&st.errors)
+    );
+    let new = !std::path::Path::new(&csv).exists();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&csv)?;
+    if new {
+        writeln!(f, "label,delay_ms,clients,k,seconds,loops,loops_per_s,readbacks,stale,stale_pct,reads,replica_reads,replica_pct,errors,first_error")?;
+    }
+    writeln!(
+        f,
+        "{label},{delay_ms},{clients},{},{elapsed:.2},{loops},{:.1},{readbacks},{stale},{:.3},{reads},{replica},{:.2},{},{first_error}",
+        cfg.k,
+        loops as f64 / elapsed,
+        pct(stale, readbacks),
+        pct(replica, reads),
+        g(&st.errors)
+    )?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ idle
+
+fn rss_kib(pid: u32) -> Res<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).ok_or("no VmRSS line")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS line")?.parse()?)
+}
+
+async fn idle(a: &Args) -> Res<()> {
+    use futures_util::stream::{self, StreamExt};
+    let url = a.get("url")?;
+    let n: usize = a.num("n", 10_000)?;
+    let pid: u32 = a.num("pid", 0)?;
+    let conc: usize = a.num("concurrency", 64)?;
+    let out = a.get("out")?;
+    // One client logs in and runs a query first, so the pooler's server pool and lazily built
+    // state exist before the baseline.
+    {
+        let c = connect(&url).await?;
+        c.simple_query("SELECT 1").await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let base = rss_kib(pid)?;
+    let t0 = Instant::now();
+    let first_error: Mutex<Option<String>> = Mutex::new(None);
+    let mut failed = 0usize;
+    let mut held: Vec<Client> = Vec::with_capacity(n);
+    {
+        let mut results = stream::iter(0..n)
+            .map(|_| {
+                let url = url.clone();
+                async move { tokio::time::timeout(Duration::from_secs(30), connect(&url)).await }
+            })
+            .buffer_unordered(conc);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(Ok(c)) => held.push(c),
+                Ok(Err(e)) => {
+                    failed += 1;
+                    first_error.lock().unwrap().get_or_insert_with(|| one_line(&e));
+                }
+                Err(_) => {
+                    failed += 1;
+                    first_error.lock().unwrap().get_or_insert_with(|| "connect timed out after 30 s".into());
+                }
+            }
+        }
+    }
+    let connect_s = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let alive = held.iter().filter(|c| !c.is_closed()).count();
+    let with = rss_kib(pid)?;
+    let per = if alive > 0 { (with.saturating_sub(base) * 1024) as f64 / alive as f64 } else { 0.0 };
+    let fe = first_error.lock().unwrap().clone().unwrap_or_default();
+    let line = format!(
+        "requested={n} reached={alive} failed={failed} baseline_kib={base} with_clients_kib={with} bytes_per_client={per:.0} connect_s={connect_s:.1} first_error={fe}"
+    );
+    println!("idle: {line}");
+    std::fs::write(&out, line + "\n")?;
+    drop(held);
+    Ok(())
+}
+
+// ------------------------------------------------------------------ chart
+
+struct Point {
+    delay: u64,
+    stale: f64,
+    replica: f64,
+}
+
+fn chart(a: &Args) -> Res<()> {
+    use plotters::prelude::*;
+    let csv = std::fs::read_to_string(a.get("csv")?)?;
+    let out = a.get("out")?;
+    let mut series: Vec<(String, Vec<Point>)> = Vec::new();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().ok_or("empty csv")?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("no column {name}"));
+    let (cl, cd, cs, cr) = (col("label")?, col("delay_ms")?, col("stale_pct")?, col("replica_pct")?);
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() < header.len() - 1 {
+            continue;
+        }
+        let p = Point { delay: f[cd].parse()?, stale: f[cs].parse()?, replica: f[cr].parse()? };
+        match series.iter_mut().find(|(n, _)| n == f[cl]) {
+            Some((_, v)) => v.push(p),
+            None => series.push((f[cl].to_string(), vec![p])),
+        }
+    }
+    let mut delays: Vec<u64> = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.delay)).collect();
+    delays.sort_unstable();
+    delays.dedup();
+    let xi = |d: u64| delays.iter().position(|x| *x == d).unwrap_or(0) as f64;
+    let nx = delays.len().max(1) as f64;
+
+    plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT)
+        .map_err(|_| "cannot load the embedded font")?;
+    let root = BitMapBackend::new(&out, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        "Read-after-write: each client writes a row, reads it back at once, then 4 other reads",
+        ("sans-serif", 22),
+    )?;
+    let (left, right) = root.split_horizontally(600);
+    let colors = [RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+    type Panel<'a, A> = (&'a A, &'static str, fn(&Point) -> f64);
+    let panels: [Panel<'_, _>; 2] = [
+        (&left, "stale read-backs (% of read-backs)", |p| p.stale),
+        (&right, "reads served by a replica (% of all reads)", |p| p.replica),
+    ];
+    for (area, title, value) in panels {
+        let mut ch = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-0.3f64..(nx - 0.7), 0f64..105f64)?;
+        let labels = delays.clone();
+        ch.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(delays.len() * 4 + 1)
+            .x_label_formatter(&move |x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                    format!("{} ms", labels[i as usize])
+                } else {
+                    String::new()
+                }
+            })
+            .light_line_style(RGBColor(240, 240, 240))
+            .y_labels(11)
+            .y_label_formatter(&|y| format!("{y:.0}%"))
+            .x_desc("apply delay of replica r2")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        // Earlier series are drawn wider, so a later one lying on top (e.g. two at 0 %) leaves
+        // them visible around it.
+        let n = series.len() as u32;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let c = colors[i % colors.len()];
+            let w = 2 + 2 * (n - 1 - i as u32);
+            let data: Vec<(f64, f64)> = pts.iter().map(|p| (xi(p.delay), value(p))).collect();
+            ch.draw_series(LineSeries::new(data.clone(), c.stroke_width(w)))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+            ch.draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), w + 3, c.filled())))?;
+        }
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::MiddleRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+    }
+    root.present()?;
+    println!("chart: wrote {out}");
+    Ok(())
+}
+
+// ------------------------------------------------------------------ main
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` runs every bench target with `--bench`: nothing to do without a command.
+    let Some(cmd) = args.first().filter(|c| !c.starts_with('-')) else {
+        eprintln!("loadgen: run by benches/run.sh (make bench); commands: raw, idle, chart");
+        return;
+    };
+    let a = match Args::parse(&args[1..]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let r = match cmd.as_str() {
+        "raw" => rt.block_on(raw(&a)),
+        "idle" => rt.block_on(idle(&a)),
+        "chart" => chart(&a),
+        other => Err(format!("unknown command {other}").into()),
+    };
+    if let Err(e) = r {
+        eprintln!("loadgen {cmd}: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,679 @@
+#!/usr/bin/env bash
+# benches/run.sh - `make bench`: lsnpool against a direct connection and PgBouncer, side by side.
+#
+#   benches/run.sh            full run (< 10 min): 3 repetitions, longer runs
+#   QUICK=1 benches/run.sh    quick run (< 2 min): 1 repetition, short runs
+#
+# Builds release, brings the testenv topology up, installs Debian's pgbouncer when missing (as
+# root), then measures, alternating the targets within each repetition:
+#   - pgbench select-only simple / select-only prepared / tpcb-like simple at 1, 50, 500
+#     clients against: direct to the primary, PgBouncer (transaction mode, pool 20), lsnpool
+#     app_primary (everything to the primary), lsnpool appdb (LSN routing);
+#   - the cost of commit-LSN capture (tpcb-like through lsnpool appdb, capture on vs off);
+#   - read-after-write (benches/loadgen.rs raw) at r2 apply delays 0/10/50/300 ms, lsnpool vs a
+#     naive split (writes to the primary, reads straight to r2);
+#   - RSS of lsnpool and PgBouncer holding 10,000 idle logged-in clients;
+#   - criterion micro-benchmarks (benches/micro.rs) with an allocation count.
+# Writes benches/results/latest.md and benches/results/stale_vs_delay.png; logs, configs and raw
+# numbers go to target/bench/.
+#
+# Overrides: BENCH_REPS, BENCH_T / BENCH_T1 (pgbench seconds; at 1 client), BENCH_MEM_N (idle
+# clients), BENCH_SCALE, BENCH_PORT_BASE; BENCH_REPORT_ONLY=1 rewrites the report from the numbers
+# of the last run (target/bench) without measuring.
+#
+# Everything runs on its own ports (BENCH_PORT_BASE, default 16430 .. +10) and its own database
+# (lsnbench, created on the primary and initialised with pgbench once), so tests running at the
+# same time against appdb are not disturbed (r2's apply delay is shared, though: it is restored
+# to 0 at the end). Every process started here is stopped on exit.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+PGENV="${PGENV:-$ROOT/testenv/pgenv.sh}"
+W="$ROOT/target/bench"          # work dir: configs, logs, raw numbers
+RES="$ROOT/benches/results"
+QUICK="${QUICK:-0}"
+[[ "$QUICK" == 0 || -z "$QUICK" ]] && QUICK=0 || QUICK=1
+
+# ---------------------------------------------------------------- knobs
+DB=lsnbench
+SCALE="${BENCH_SCALE:-10}"
+POOL=20
+CLIENTS=(1 50 500)
+# Run lengths are set by the time budget (full < 10 min, QUICK < 2 min on 2 CPUs): 3 x 33 pgbench
+# runs leave about 4 s per run. BENCH_REPS / BENCH_T / BENCH_T1 override them.
+if (( QUICK )); then
+    REPS=1; T_MAIN=2; T_ONE=1; CAP_REPS=1; CAP_T=2
+    RAW_SECONDS=1; CRIT=(--warm-up-time 0.1 --measurement-time 0.2 --sample-size 20 --nresamples 10000)
+else
+    REPS=3; T_MAIN=4; T_ONE=2; CAP_REPS=3; CAP_T=4
+    RAW_SECONDS=4; CRIT=(--warm-up-time 0.3 --measurement-time 1)
+fi
+REPS="${BENCH_REPS:-$REPS}"; T_MAIN="${BENCH_T:-$T_MAIN}"; T_ONE="${BENCH_T1:-$T_ONE}"
+MEM_N="${BENCH_MEM_N:-10000}"
+RAW_CLIENTS=16; RAW_K=4; RAW_DELAYS=(0 10 50 300)
+
+WORKLOADS=("select-only simple" "select-only prepared" "tpcb-like simple")
+wl_args() {
+    case "$1" in
+        "select-only simple")   echo "-S -M simple" ;;
+        "select-only prepared") echo "-S -M prepared" ;;
+        "tpcb-like simple")     echo "-M simple" ;;
+    esac
+}
+TARGETS=(direct pgbouncer lsnpool_primary lsnpool_appdb)
+declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off")
+
+PGB_TSV="$W/pgbench.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
+
+BASE="${BENCH_PORT_BASE:-16430}"
+LSN_PORT=$((BASE + 2))        # lsnpool, capture on (pgbench targets)
+LSN_OFF_PORT=$((BASE + 3))    # lsnpool, capture off
+LSN_RAW_PORT=$((BASE + 4))    # lsnpool for read-after-write
+LSN_MEM_PORT=$((BASE + 5))    # fresh lsnpool for the idle-clients memory test
+PGB_PORT=$((BASE + 9))        # PgBouncer
+PGB_MEM_PORT=$((BASE + 10))   # fresh PgBouncer for the memory test
+PRIMARY=55432; R1=55433; R2=55434
+
+export PGPASSWORD=postgres PGUSER=postgres PGCONNECT_TIMEOUT=10
+unset PGHOST PGPORT PGDATABASE PGHOSTADDR PGSERVICE PGOPTIONS PGSSLMODE || true
+
+log()  { printf '\n[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+note() { printf '[bench] %s\n' "$*" >&2; }
+die()  { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+T_START=$(date +%s)
+mkdir -p "$W" "$RES"
+# BENCH_REPORT_ONLY=1 rewrites the report from the numbers of the last run in target/bench.
+REPORT_ONLY="${BENCH_REPORT_ONLY:-}"
+[[ -z "$REPORT_ONLY" ]] && rm -f "$W"/*.tsv "$W"/*.csv "$W"/*.txt "$W"/*.log "$W"/meta.env 2>/dev/null
+
+# ---------------------------------------------------------------- process bookkeeping
+PIDS=()          # every long-running process started here
+PGB_TMP=""
+DELAY_TOUCHED=0
+
+stop_pid() {     # stop_pid PID: TERM, wait up to 5 s, then KILL
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if (( DELAY_TOUCHED )); then "$PGENV" delay 0 >/dev/null 2>&1 || note "could not restore r2's apply delay to 0"; fi
+    [[ -n "$PGB_TMP" && -d "$PGB_TMP" ]] && rm -rf "$PGB_TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {    # wait_port PORT PID NAME LOG: until something listens, or the process died
+    local port="$1" pid="$2" name="$3" logf="$4" i
+    for i in $(seq 150); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -20 "$logf" >&2
+            die "$name exited at start (log: $logf)"
+        fi
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    tail -20 "$logf" >&2
+    die "$name is not listening on $port after 15 s (log: $logf)"
+}
+
+psql_p() { psql -h 127.0.0.1 -p "$PRIMARY" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+if [[ -z "$REPORT_ONLY" ]]; then
+# ---------------------------------------------------------------- build
+log "build (release)"
+cargo build --release --bin lsnpool || die "cargo build failed"
+GIT_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+GIT_DIRTY="$(git -C "$ROOT" status --porcelain -- src crates Cargo.toml 2>/dev/null | head -1)"
+[[ -n "$GIT_DIRTY" ]] && GIT_COMMIT="$GIT_COMMIT (with uncommitted changes in src/, crates/ or Cargo.toml)"
+LSNPOOL="$ROOT/target/release/lsnpool"
+ART="$(cargo bench --no-run --bench loadgen --bench micro --message-format=json-render-diagnostics 2>"$W/cargo-bench-build.log")" \
+    || { tail -30 "$W/cargo-bench-build.log" >&2; die "building benches failed"; }
+LOADGEN="$(grep -o '"executable":"[^"]*/loadgen-[^"]*"' <<<"$ART" | tail -1 | cut -d'"' -f4)"
+MICRO="$(grep -o '"executable":"[^"]*/micro-[^"]*"' <<<"$ART" | tail -1 | cut -d'"' -f4)"
+[[ -x "$LOADGEN" && -x "$MICRO" ]] || die "bench executables not found (loadgen='$LOADGEN' micro='$MICRO')"
+
+# ---------------------------------------------------------------- topology, pgbouncer, limits
+log "topology up"
+"$PGENV" up || die "testenv/pgenv.sh up failed"
+DELAY_TOUCHED=1
+"$PGENV" delay 0 >/dev/null || die "cannot set r2's apply delay"
+
+if ! command -v pgbouncer >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing pgbouncer (apt-get)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y pgbouncer >"$W/apt.log" 2>&1 || { apt-get update >>"$W/apt.log" 2>&1; apt-get install -y pgbouncer >>"$W/apt.log" 2>&1; } \
+            || note "apt-get install pgbouncer failed (see $W/apt.log)"
+        # Debian's package may start its own service on 6432, which is lsnpool's default port.
+        if command -v service >/dev/null 2>&1; then service pgbouncer stop >/dev/null 2>&1 || true; fi
+    fi
+fi
+HAVE_PGB=0; command -v pgbouncer >/dev/null 2>&1 && HAVE_PGB=1
+(( HAVE_PGB )) || note "pgbouncer is not installed: its columns will say so"
+
+# 10,000 idle clients need > 10,000 descriptors in the pooler and in the load generator.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE="$(ulimit -n)"
+note "open files limit: $NOFILE"
+
+for p in "$LSN_PORT" "$LSN_OFF_PORT" "$LSN_RAW_PORT" "$LSN_MEM_PORT" "$PGB_PORT" "$PGB_MEM_PORT"; do
+    port_free "$p" || die "port $p is in use (another bench run? set BENCH_PORT_BASE)"
+done
+
+# ---------------------------------------------------------------- database
+log "database $DB (pgbench scale $SCALE)"
+psql_p -d postgres -c "SELECT 1" >/dev/null || die "cannot connect to the primary on $PRIMARY"
+if [[ "$(psql_p -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = '$DB'")" != 1 ]]; then
+    psql_p -d postgres -c "CREATE DATABASE $DB" || die "CREATE DATABASE $DB failed"
+fi
+branches="$(psql_p -d "$DB" -c "SELECT count(*) FROM pgbench_branches" 2>/dev/null || echo 0)"
+accounts="$(psql_p -d "$DB" -c "SELECT count(*) FROM pgbench_accounts" 2>/dev/null || echo 0)"
+if [[ "$branches" != "$SCALE" || "$accounts" != "$((SCALE * 100000))" ]]; then
+    note "pgbench -i -s $SCALE"
+    timeout 600 pgbench -h 127.0.0.1 -p "$PRIMARY" -U postgres -i -s "$SCALE" -q "$DB" >"$W/pgbench-init.log" 2>&1 \
+        || { tail "$W/pgbench-init.log" >&2; die "pgbench -i failed"; }
+else
+    psql_p -d "$DB" -c "TRUNCATE pgbench_history" -c "VACUUM pgbench_branches, pgbench_tellers, pgbench_history" \
+        || note "vacuum failed (ignored)"
+fi
+psql_p -d "$DB" -c "CREATE TABLE IF NOT EXISTS bench_raw (id bigint PRIMARY KEY, v int NOT NULL)" -c "TRUNCATE bench_raw" \
+    || die "cannot create bench_raw"
+
+wait_replicas() {   # until r1 and r2 have replayed the primary's current LSN (60 s at most)
+    local lsn i ok
+    lsn="$(psql_p -d postgres -c "SELECT pg_current_wal_lsn()")"
+    for i in $(seq 600); do
+        ok=1
+        for p in "$R1" "$R2"; do
+            [[ "$(psql -h 127.0.0.1 -p "$p" -U postgres -X -At -d postgres -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'" 2>/dev/null)" == t ]] || ok=0
+        done
+        (( ok )) && return 0
+        sleep 0.1
+    done
+    note "replicas did not catch up with $lsn within 60 s"
+}
+wait_replicas
+
+# ---------------------------------------------------------------- configs and starters
+lsnpool_config() {  # lsnpool_config FILE PORT [extra cluster]
+    local f="$1" port="$2" extra="${3:-}"
+    cat >"$f" <<EOF
+# written by benches/run.sh
+[pooler]
+listen = "127.0.0.1:$port"
+pool_mode = "transaction"
+auth_type = "md5"
+default_pool_size = $POOL
+min_pool_size = 0
+max_client_conn = 20000
+query_wait_timeout = "60s"
+client_login_timeout = "60s"
+server_connect_timeout = "5s"
+admin_users = ["postgres"]
+metrics_listen = ""
+
+[routing]
+consistency = "read-your-writes"
+lsn_poll_interval = "10ms"
+max_replica_lag = "10s"
+lsn_wait_timeout = "0ms"
+
+[[users]]
+name = "postgres"
+password = "postgres"
+
+[clusters.appdb]
+database = "$DB"
+primary = "127.0.0.1:$PRIMARY"
+replicas = ["127.0.0.1:$R1", "127.0.0.1:$R2"]
+aliases = { app_primary = "strong" }
+$extra
+EOF
+    "$LSNPOOL" --config "$f" --check >/dev/null || die "lsnpool rejects $f"
+}
+
+start_lsnpool() {   # start_lsnpool NAME CONFIG PORT [ENV=VAL...]; sets STARTED_PID
+    local name="$1" cfg="$2" port="$3"; shift 3
+    env LSNPOOL_LOG=warn "$@" "$LSNPOOL" --config "$cfg" >"$W/$name.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    wait_port "$port" "$STARTED_PID" "$name" "$W/$name.log"
+}
+
+# PgBouncer refuses to run as root: as root, setpriv runs it as postgres. setpriv execs, and the
+# command is started directly (not through a function, which would fork a subshell), so $! is
+# PgBouncer's own pid: the one to read VmRSS from and to stop.
+PGB_AS=()
+[[ "$(id -u)" == 0 ]] && PGB_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+
+start_pgbouncer() { # start_pgbouncer NAME PORT; sets STARTED_PID (PgBouncer's own pid)
+    local name="$1" port="$2" dir ini
+    if [[ -z "$PGB_TMP" ]]; then
+        PGB_TMP="$(mktemp -d /tmp/lsnpool-bench-pgbouncer.XXXXXX)"
+        [[ "$(id -u)" == 0 ]] && chown postgres: "$PGB_TMP"
+        chmod 755 "$PGB_TMP"
+    fi
+    dir="$PGB_TMP"; ini="$dir/$name.ini"
+    printf '"postgres" "postgres"\n' >"$dir/userlist.txt"
+    cat >"$ini" <<EOF
+; written by benches/run.sh
+[databases]
+appdb = host=127.0.0.1 port=$PRIMARY dbname=$DB
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = md5
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL
+max_client_conn = 20000
+max_db_connections = 0
+query_wait_timeout = 60
+ignore_startup_parameters = extra_float_digits,options
+log_connections = 0
+log_disconnections = 0
+logfile = $dir/$name.log
+pidfile = $dir/$name.pid
+admin_users = postgres
+EOF
+    [[ "$(id -u)" == 0 ]] && chown -R postgres: "$dir"
+    "${PGB_AS[@]}" pgbouncer "$ini" >"$W/$name.stdout" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    wait_port "$port" "$STARTED_PID" "$name" "$W/$name.stdout"
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK="$(getconf CLK_TCK)"
+
+log "start lsnpool (:$LSN_PORT) and PgBouncer (:$PGB_PORT)"
+lsnpool_config "$W/lsnpool.toml" "$LSN_PORT"
+start_lsnpool lsnpool "$W/lsnpool.toml" "$LSN_PORT"; LSN_PID=$STARTED_PID
+PGB_PID=""
+if (( HAVE_PGB )); then start_pgbouncer pgbouncer "$PGB_PORT"; PGB_PID=$STARTED_PID; fi
+
+# ---------------------------------------------------------------- pgbench matrix
+target_conn() {     # port database pid-of-the-pooler
+    case "$1" in
+        direct)              echo "$PRIMARY $DB -" ;;
+        pgbouncer)           echo "$PGB_PORT appdb ${PGB_PID:--}" ;;
+        lsnpool_primary)     echo "$LSN_PORT app_primary $LSN_PID" ;;
+        lsnpool_appdb)       echo "$LSN_PORT appdb $LSN_PID" ;;
+        lsnpool_appdb_nocap) echo "$LSN_OFF_PORT appdb ${LSN_OFF_PID:--}" ;;
+    esac
+}
+
+printf 'workload\tclients\ttarget\trep\tstatus\ttps\txacts\tpooler_cpu_s\terror\n' >"$PGB_TSV"
+
+# run_pgbench TSV WORKLOAD CLIENTS TARGET REP SECONDS
+run_pgbench() {
+    local tsv="$1" wl="$2" c="$3" tg="$4" rep="$5" secs="$6"
+    local port db pid j out rc tps xacts err t0 t1 cpu
+    read -r port db pid <<<"$(target_conn "$tg")"
+    if [[ "$tg" == pgbouncer && $HAVE_PGB == 0 ]]; then
+        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "pgbouncer is not installed" >>"$tsv"
+        return
+    fi
+    j=2; (( c < 2 )) && j=1
+    out="$W/pgbench-${wl// /_}-c$c-$tg-r$rep.log"
+    t0=0; [[ "$pid" != - ]] && t0="$(cpu_ticks "$pid")"
+    # shellcheck disable=SC2046
+    timeout $((secs + 90)) pgbench -h 127.0.0.1 -p "$port" -U postgres $(wl_args "$wl") -n -c "$c" -j "$j" -T "$secs" "$db" >"$out" 2>&1
+    rc=$?
+    cpu=""; if [[ "$pid" != - ]]; then t1="$(cpu_ticks "$pid")"; cpu="$(awk -v a="$t0" -v b="$t1" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}')"; fi
+    tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -1)"
+    xacts="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)"
+    err="$(grep -m1 -E 'error|FATAL|ERROR|aborted' "$out" | tr '\t|' '  ' | cut -c1-220)"
+    if (( rc == 0 )) && [[ -n "$tps" ]] && ! grep -q 'aborted' "$out"; then
+        # pgbench can finish although some statements failed (e.g. a PQprepare it ignores):
+        # the run counts, with its errors quoted.
+        nerr="$(grep -c -E 'error|FATAL|ERROR' "$out")"
+        (( nerr > 0 )) && err="$nerr error line(s) in its output, e.g. $err"
+        printf '%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\n' "$wl" "$c" "$tg" "$rep" "$tps" "$xacts" "$cpu" "$err" >>"$tsv"
+        note "$(printf '%-22s c=%-3s %-22s rep %s: %10.0f tps' "$wl" "$c" "${TNAME[$tg]}" "$rep" "$tps")"
+    else
+        [[ -z "$err" ]] && err="pgbench exited with status $rc"
+        (( rc == 124 )) && err="timed out; $err"
+        printf '%s\t%s\t%s\t%s\tfail\t%s\t%s\t%s\t%s\n' "$wl" "$c" "$tg" "$rep" "$tps" "$xacts" "$cpu" "$err" >>"$tsv"
+        note "$(printf '%-22s c=%-3s %-22s rep %s: FAILED: %s' "$wl" "$c" "${TNAME[$tg]}" "$rep" "$err")"
+    fi
+}
+
+log "pgbench: ${#WORKLOADS[@]} workloads x clients ${CLIENTS[*]} x ${#TARGETS[@]} targets x $REPS rep(s), ${T_MAIN}s runs (${T_ONE}s at 1 client)"
+case_no=0
+for rep in $(seq "$REPS"); do
+    for wl in "${WORKLOADS[@]}"; do
+        for c in "${CLIENTS[@]}"; do
+            secs=$T_MAIN; (( c == 1 )) && secs=$T_ONE
+            # rotate the order of the targets from case to case
+            n=${#TARGETS[@]}
+            for i in $(seq 0 $((n - 1))); do
+                tg="${TARGETS[$(( (i + case_no) % n ))]}"
+                run_pgbench "$PGB_TSV" "$wl" "$c" "$tg" "$rep" "$secs"
+            done
+            case_no=$((case_no + 1))
+        done
+    done
+done
+
+# ---------------------------------------------------------------- commit-LSN capture cost
+log "commit-LSN capture: tpcb-like simple, 50 clients, lsnpool appdb, on vs off, $CAP_REPS rep(s)"
+lsnpool_config "$W/lsnpool-nocap.toml" "$LSN_OFF_PORT"
+start_lsnpool lsnpool-nocap "$W/lsnpool-nocap.toml" "$LSN_OFF_PORT" LSNPOOL_ROUTING__CAPTURE_COMMIT_LSN=false; LSN_OFF_PID=$STARTED_PID
+printf 'workload\tclients\ttarget\trep\tstatus\ttps\txacts\tpooler_cpu_s\terror\n' >"$CAP_TSV"
+for rep in $(seq "$CAP_REPS"); do
+    if (( rep % 2 )); then order=(lsnpool_appdb lsnpool_appdb_nocap); else order=(lsnpool_appdb_nocap lsnpool_appdb); fi
+    for tg in "${order[@]}"; do run_pgbench "$CAP_TSV" "tpcb-like simple" 50 "$tg" "$rep" "$CAP_T"; done
+done
+stop_pid "$LSN_OFF_PID"
+
+# The throughput instances are done: stop them so they do not poll or hold memory meanwhile.
+stop_pid "$LSN_PID"
+[[ -n "$PGB_PID" ]] && stop_pid "$PGB_PID"
+
+# ---------------------------------------------------------------- read-after-write
+log "read-after-write: $RAW_CLIENTS clients, k=$RAW_K, ${RAW_SECONDS}s per point, r2 apply delay ${RAW_DELAYS[*]} ms"
+lsnpool_config "$W/lsnpool-raw.toml" "$LSN_RAW_PORT" "
+[clusters.appdb_r2]
+database = \"$DB\"
+primary = \"127.0.0.1:$PRIMARY\"
+replicas = [\"127.0.0.1:$R2\"]"
+start_lsnpool lsnpool-raw "$W/lsnpool-raw.toml" "$LSN_RAW_PORT"; RAW_PID=$STARTED_PID
+url() { echo "host=127.0.0.1 port=$1 user=postgres password=postgres dbname=$2"; }
+raw_run() {  # raw_run DELAY LABEL args...
+    local d="$1" label="$2"; shift 2
+    timeout $((RAW_SECONDS + 60)) "$LOADGEN" raw --label "$label" --delay-ms "$d" --clients "$RAW_CLIENTS" --k "$RAW_K" \
+        --seconds "$RAW_SECONDS" --setup "$(url $PRIMARY $DB)" --csv "$RAW_CSV" "$@" 2>>"$W/raw.log" | tee -a "$W/raw.log" >&2 \
+        || note "read-after-write $label at ${d}ms failed (see $W/raw.log)"
+}
+for d in "${RAW_DELAYS[@]}"; do
+    "$PGENV" delay "${d}ms" >/dev/null || note "could not set r2's delay to ${d}ms"
+    sleep 1
+    raw_run "$d" "naive split (reads on r2)" --write "$(url $PRIMARY $DB)" --read "$(url $R2 $DB)"
+    raw_run "$d" "lsnpool (r1 + r2)" --write "$(url "$LSN_RAW_PORT" appdb)"
+    raw_run "$d" "lsnpool (r2 only)" --write "$(url "$LSN_RAW_PORT" appdb_r2)"
+done
+"$PGENV" delay 0 >/dev/null || note "could not restore r2's delay to 0"
+stop_pid "$RAW_PID"
+"$LOADGEN" chart --csv "$RAW_CSV" --out "$RES/stale_vs_delay.png" >&2 || note "chart failed"
+
+# ---------------------------------------------------------------- memory per idle client
+log "memory: $MEM_N idle clients on a fresh lsnpool and a fresh PgBouncer"
+mem_run() {  # mem_run NAME PORT DB PID
+    local name="$1" port="$2" db="$3" pid="$4"
+    timeout 300 "$LOADGEN" idle --url "$(url "$port" "$db")" --n "$MEM_N" --pid "$pid" --concurrency 64 --out "$W/mem-$name.txt" >&2 \
+        || { note "idle-clients run against $name failed"; echo "requested=$MEM_N reached=0 failed=$MEM_N first_error=loadgen_failed" >"$W/mem-$name.txt"; }
+}
+lsnpool_config "$W/lsnpool-mem.toml" "$LSN_MEM_PORT"
+start_lsnpool lsnpool-mem "$W/lsnpool-mem.toml" "$LSN_MEM_PORT"; MEM_PID=$STARTED_PID
+mem_run lsnpool "$LSN_MEM_PORT" appdb "$MEM_PID"
+stop_pid "$MEM_PID"
+if (( HAVE_PGB )); then
+    start_pgbouncer pgbouncer-mem "$PGB_MEM_PORT"; PGBM_PID=$STARTED_PID
+    mem_run pgbouncer "$PGB_MEM_PORT" appdb "$PGBM_PID"
+    stop_pid "$PGBM_PID"
+fi
+[[ -n "$PGB_TMP" ]] && cp "$PGB_TMP"/*.log "$W/" 2>/dev/null
+
+# ---------------------------------------------------------------- micro-benchmarks
+log "criterion micro-benchmarks"
+BENCH_ALLOC_OUT="$W/allocs.txt" timeout 600 "$MICRO" --bench --discard-baseline "${CRIT[@]}" >"$W/micro.txt" 2>"$W/micro.stderr" \
+    || note "micro-benchmarks failed (see $W/micro.stderr)"
+
+ELAPSED=$(( $(date +%s) - T_START ))
+PG_VER="$(psql_p -d postgres -c "SHOW server_version" 2>/dev/null)"
+PGBENCH_VER="$(pgbench --version 2>/dev/null)"
+PGB_VER="$( (( HAVE_PGB )) && pgbouncer --version 2>/dev/null | head -1 || echo "not installed")"
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+RUN_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+declare -p QUICK REPS T_MAIN T_ONE CAP_REPS CAP_T RAW_SECONDS MEM_N NOFILE HAVE_PGB ELAPSED \
+    PG_VER PGBENCH_VER PGB_VER GIT_COMMIT LOAD_END RUN_DATE >"$W/meta.env"
+else
+    [[ -s "$W/meta.env" ]] || die "no $W/meta.env: run benches/run.sh first"
+    # shellcheck disable=SC1091
+    source "$W/meta.env"
+fi
+
+# ================================================================= report
+log "report"
+
+# stats TSV WORKLOAD CLIENTS TARGET -> "median min max n_ok n_failed first_error"
+stats() {
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" '
+        NR > 1 && $1 == wl && $2 == c && $3 == tg {
+            if ($5 == "ok") { v[n++] = $6; if (warn == "") warn = $9 } else { nf++; if (err == "") err = $9 }
+        }
+        END {
+            if (n == 0) { printf "- - - 0 %d %s\n", nf, (err == "" ? "not run" : err); exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            med = (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+            printf "%.0f %.0f %.0f %d %d %s\n", med, v[0], v[n - 1], n, nf, (err == "" ? warn : err)
+        }' "$1"
+}
+median() { local s; s="$(stats "$@")"; echo "${s%% *}"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "–"; else printf "%.2f", a / b }'; }
+fmt_cell() {  # "median (min–max)", or "FAIL: error"; runs that failed are counted and quoted
+    local med min max n nf err
+    read -r med min max n nf err <<<"$(stats "$@")"
+    if (( n == 0 )); then printf '**FAIL**: `%s`' "${err:-no result}"
+    elif (( n > 1 )); then printf '%s (%s–%s)' "$med" "$min" "$max"
+    else printf '%s' "$med"; fi
+    if (( n > 0 && nf > 0 )); then printf ' — %d of %d runs **failed**: `%s`' "$nf" $((n + nf)) "$err"
+    elif (( n > 0 )) && [[ -n "$err" ]]; then printf ' — with errors: `%s`' "$err"; fi
+}
+cpu_us() {   # pooler CPU per transaction (µs), median over runs
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" '
+        NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "ok" && $7 > 0 && $8 != "" { v[n++] = 1e6 * $8 / $7 }
+        END {
+            if (n == 0) { print "–"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            printf "%.1f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+        }' "$1"
+}
+kv() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" "$1" 2>/dev/null | head -1; }
+first_error_of() { sed -n 's/.*first_error=//p' "$1" 2>/dev/null | head -1; }
+
+# micro: name -> ns (median estimate), from criterion's "time: [lo mid hi]" lines
+awk '
+    /^(frames|classify|decide)\// { name = $1 }
+    /time:/ && !/%/ {
+        line = $0; sub(/.*time: *\[/, "", line); sub(/\].*/, "", line)
+        split(line, f, " ")
+        mult["ps"] = 0.001; mult["ns"] = 1; mult["µs"] = 1000; mult["us"] = 1000; mult["ms"] = 1e6; mult["s"] = 1e9
+        printf "%s\t%.2f\t%.2f\t%.2f\n", name, f[1] * mult[f[2]], f[3] * mult[f[4]], f[5] * mult[f[6]]
+    }' "$W/micro.txt" >"$MICRO_TSV" 2>/dev/null
+
+# ---- machine
+CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+MEM_TOTAL="$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+
+OUT="$RES/latest.md"
+{
+echo "# lsnpool benchmark results"
+echo
+echo "Produced by \`make bench$( (( QUICK )) && echo " QUICK=1")\` (benches/run.sh) in ${ELAPSED} s. Do not edit by hand; re-run to refresh."
+echo
+echo "| | |"
+echo "|---|---|"
+echo "| date | $RUN_DATE |"
+echo "| mode | $( (( QUICK )) && echo "QUICK: 1 run per case, ${T_MAIN} s runs (${T_ONE} s at 1 client)" || echo "full: $REPS runs per case (median, min–max), ${T_MAIN} s runs (${T_ONE} s at 1 client)") |"
+echo "| machine | $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL RAM, $(uname -sr); load average at the end: $LOAD_END |"
+echo "| PostgreSQL | $PG_VER (primary + 2 streaming replicas on the same machine), $PGBENCH_VER |"
+echo "| PgBouncer | $PGB_VER |"
+echo "| lsnpool | $GIT_COMMIT, release build |"
+echo
+echo "Setup: PostgreSQL, the pooler and pgbench share the machine's CPUs, so every cycle a pooler spends is one the"
+echo "database does not get. Pool size $POOL server connections per node for both poolers (transaction mode,"
+echo "clients authenticate with md5). pgbench scale $SCALE in its own database \`$DB\`, \`-n -j 2\` (\`-j 1\` at 1 client)."
+echo "Targets: **direct** = the primary itself (max_connections 300); **PgBouncer** = to the primary;"
+echo "**lsnpool app_primary** = the \`strong\` alias, everything to the primary (like PgBouncer);"
+echo "**lsnpool appdb** = LSN routing (reads to r1/r2 when fresh enough, so select-only load is spread over three"
+echo "PostgreSQL servers on the same CPUs). The machine is shared with other work: numbers are noisy; the targets"
+echo "are alternated within each repetition to share the noise."
+echo
+
+echo "## Targets (issue 5)"
+echo
+echo "| target | measured | result |"
+echo "|---|---|---|"
+target_row() {  # target_row TEXT VALUE OK(1/0/-)
+    local res="SHORT"; [[ "$3" == 1 ]] && res="PASS"; [[ "$3" == - ]] && res="n/a"
+    echo "| $1 | $2 | $res |"
+}
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "–" || a == "") print "-"; else print (a >= b) ? 1 : 0 }'; }
+SS="select-only simple"; SP="select-only prepared"; TP="tpcb-like simple"
+d_ss=$(median "$PGB_TSV" "$SS" 50 direct); b_ss=$(median "$PGB_TSV" "$SS" 50 pgbouncer)
+d_sp=$(median "$PGB_TSV" "$SP" 50 direct)
+for tg in lsnpool_primary lsnpool_appdb; do
+    l=$(median "$PGB_TSV" "$SS" 50 "$tg"); r=$(ratio "$l" "$b_ss")
+    target_row "select-only simple, 50 clients, ${TNAME[$tg]} ≥ 1.2× PgBouncer" "$r× ($l vs $b_ss tps)" "$(ge "$r" 1.2)"
+    r=$(ratio "$l" "$d_ss")
+    target_row "select-only simple, 50 clients, ${TNAME[$tg]} ≥ 0.9× direct" "$r× ($l vs $d_ss tps)" "$(ge "$r" 0.9)"
+done
+for tg in lsnpool_primary lsnpool_appdb; do
+    l=$(median "$PGB_TSV" "$SP" 50 "$tg"); r=$(ratio "$l" "$d_sp")
+    target_row "select-only prepared, 50 clients, ${TNAME[$tg]} ≥ 0.9× direct" "$r× ($l vs $d_sp tps)" "$(ge "$r" 0.9)"
+done
+for wl in "${WORKLOADS[@]}"; do
+    for tg in lsnpool_primary lsnpool_appdb; do
+        a=$(median "$PGB_TSV" "$wl" 500 "$tg"); b=$(median "$PGB_TSV" "$wl" 50 "$tg"); r=$(ratio "$a" "$b")
+        target_row "$wl, ${TNAME[$tg]}: 500 clients through pool $POOL within 10 % of 50 clients" "$r× ($a vs $b tps)" "$(ge "$r" 0.9)"
+    done
+done
+on=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb); off=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap); r=$(ratio "$on" "$off")
+target_row "tpcb-like, 50 clients, lsnpool appdb: capture on ≥ 0.95× capture off" "$r× ($on vs $off tps)" "$(ge "$r" 0.95)"
+bpc=$(kv "$W/mem-lsnpool.txt" bytes_per_client); reached=$(kv "$W/mem-lsnpool.txt" reached)
+ok=-; [[ -n "$bpc" && "${reached:-0}" -gt 0 ]] && ok=$(awk -v b="$bpc" 'BEGIN { print (b <= 2048) ? 1 : 0 }')
+target_row "≤ 2 KiB RSS per idle client (lsnpool)" "${bpc:-–} bytes/client (${reached:-0} clients)" "$ok"
+dmax=$(awk -F'\t' '$1 ~ /^decide\// { if ($3 > m) m = $3 } END { if (m == "") print "–"; else printf "%.1f", m }' "$MICRO_TSV")
+ok=-; [[ "$dmax" != – ]] && ok=$(awk -v d="$dmax" 'BEGIN { print (d < 1000) ? 1 : 0 }')
+target_row "routing decision < 1 µs (slowest decide case)" "$dmax ns" "$ok"
+echo
+
+echo "## pgbench"
+echo
+echo "tps (higher is better)$( (( REPS > 1 )) && echo ": median of $REPS runs (min–max)"). A target that cannot serve a case shows its error."
+for wl in "${WORKLOADS[@]}"; do
+    echo
+    echo "### $wl (\`pgbench $(wl_args "$wl")\`)"
+    echo
+    echo "| clients | direct | PgBouncer | lsnpool app_primary | lsnpool appdb | app_primary / direct | app_primary / PgBouncer | appdb / direct | appdb / PgBouncer |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for c in "${CLIENTS[@]}"; do
+        d=$(median "$PGB_TSV" "$wl" "$c" direct); b=$(median "$PGB_TSV" "$wl" "$c" pgbouncer)
+        p=$(median "$PGB_TSV" "$wl" "$c" lsnpool_primary); a=$(median "$PGB_TSV" "$wl" "$c" lsnpool_appdb)
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" \
+            "$(fmt_cell "$PGB_TSV" "$wl" "$c" direct)" "$(fmt_cell "$PGB_TSV" "$wl" "$c" pgbouncer)" \
+            "$(fmt_cell "$PGB_TSV" "$wl" "$c" lsnpool_primary)" "$(fmt_cell "$PGB_TSV" "$wl" "$c" lsnpool_appdb)" \
+            "$(ratio "$p" "$d")" "$(ratio "$p" "$b")" "$(ratio "$a" "$d")" "$(ratio "$a" "$b")"
+    done
+done
+echo
+echo "### Pooler CPU per transaction"
+echo
+echo "CPU time (user + system) the pooler process used during the run, divided by the transactions pgbench"
+echo "completed: what each transaction costs in the pooler (median, µs)."
+echo
+echo "| workload | clients | PgBouncer | lsnpool app_primary | lsnpool appdb |"
+echo "|---|---:|---:|---:|---:|"
+for wl in "${WORKLOADS[@]}"; do
+    for c in 50 500; do
+        echo "| $wl | $c | $(cpu_us "$PGB_TSV" "$wl" $c pgbouncer) | $(cpu_us "$PGB_TSV" "$wl" $c lsnpool_primary) | $(cpu_us "$PGB_TSV" "$wl" $c lsnpool_appdb) |"
+    done
+done
+echo
+
+echo "## Commit-LSN capture"
+echo
+echo "tpcb-like \`-M simple\`, 50 clients, through lsnpool appdb, ${CAP_T} s runs, alternated, $CAP_REPS run(s) each; capture off with"
+echo "\`LSNPOOL_ROUTING__CAPTURE_COMMIT_LSN=false\` (then reads after writes have no LSN to go by)."
+echo
+echo "| capture | tps | lsnpool CPU / transaction (µs) |"
+echo "|---|---:|---:|"
+echo "| on | $(fmt_cell "$CAP_TSV" "$TP" 50 lsnpool_appdb) | $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb) |"
+echo "| off | $(fmt_cell "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap) | $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap) |"
+echo "| on / off | $(ratio "$on" "$off") | |"
+echo
+
+echo "## Read-after-write"
+echo
+echo "\`loadgen raw\` (benches/loadgen.rs): $RAW_CLIENTS clients, each looping \"INSERT a row; read it back at once; then $RAW_K"
+echo "independent reads (pgbench_accounts by random aid)\", prepared statements, ${RAW_SECONDS} s per point. Every read"
+echo "returns \`pg_is_in_recovery()\`. **naive split**: writes on a connection to the primary, reads on a connection"
+echo "straight to r2; **lsnpool**: one connection to lsnpool (read-your-writes), with replicas r1 and r2, or r2 only."
+echo "r2's \`recovery_min_apply_delay\` is set to each delay in turn; r1 has none."
+echo
+echo "![stale reads and replica share against apply delay](stale_vs_delay.png)"
+echo
+echo "| r2 apply delay | target | loops/s | stale read-backs | reads on replicas | errors |"
+echo "|---:|---|---:|---:|---:|---|"
+if [[ -s "$RAW_CSV" ]]; then
+    awk -F',' 'NR > 1 {
+        err = ($14 > 0) ? $14 " (`" $15 "`)" : "0"
+        printf "| %s ms | %s | %.0f | %.2f %% (%s / %s) | %.1f %% | %s |\n", $2, $1, $7, $10, $9, $8, $13, err
+    }' "$RAW_CSV"
+fi
+echo
+
+echo "## Memory per idle client"
+echo
+echo "A fresh pooler; one client logs in and runs \`SELECT 1\` (so the server pool exists), then the baseline VmRSS"
+echo "(/proc/PID/status) is read; then \`loadgen idle\` opens $MEM_N client connections (md5 login, then idle) and"
+echo "VmRSS is read again 2 s after the last one logged in. Open files limit in this run: $NOFILE."
+echo
+echo "| pooler | clients held | baseline RSS | RSS with clients | bytes per idle client | login time | note |"
+echo "|---|---:|---:|---:|---:|---:|---|"
+for name in lsnpool pgbouncer; do
+    f="$W/mem-$name.txt"
+    if [[ -s "$f" ]]; then
+        fe="$(first_error_of "$f")"; failed="$(kv "$f" failed)"
+        note_txt=""; [[ "${failed:-0}" != 0 ]] && note_txt="${failed} failed: \`${fe}\`"
+        echo "| $name | $(kv "$f" reached) / $(kv "$f" requested) | $(kv "$f" baseline_kib) KiB | $(kv "$f" with_clients_kib) KiB | **$(kv "$f" bytes_per_client)** | $(kv "$f" connect_s) s | $note_txt |"
+    else
+        echo "| $name | – | – | – | – | – | not run |"
+    fi
+done
+echo
+
+echo "## Micro-benchmarks"
+echo
+echo "criterion (benches/micro.rs), time per call: estimate [95 % interval]. Allocations per call counted by a"
+echo "counting global allocator over 10,000 calls."
+echo
+echo "| benchmark | ns per call | allocations per call |"
+echo "|---|---:|---:|"
+if [[ -s "$MICRO_TSV" ]]; then
+    while IFS=$'\t' read -r name lo mid hi; do
+        al="$(awk -v n="$name" '$1 == "ALLOC" && $2 == n { print $3 }' "$W/allocs.txt" 2>/dev/null)"
+        if [[ "$name" == frames/* ]]; then
+            nf="$(awk '$1 == "FRAMES" { print $2 }' "$W/allocs.txt" 2>/dev/null)"
+            name="$name: a buffer of ${nf:-?} typical server reply frames$( [[ -n "$nf" ]] && awk -v m="$mid" -v n="$nf" 'BEGIN { printf ", %.1f ns per frame", m / n }')"
+        fi
+        echo "| $name | $mid [$lo–$hi] | ${al:-–} |"
+    done <"$MICRO_TSV"
+else
+    echo "| (micro-benchmarks did not run: see target/bench/micro.stderr) | | |"
+fi
+echo
+echo "Raw numbers, logs and the configs used: \`target/bench/\` (not committed)."
+} >"$OUT"
+
+note "wrote $OUT and $RES/stale_vs_delay.png in ${ELAPSED} s"
