@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PGENV := testenv/pgenv.sh
 export R2_APPLY_DELAY
 
-.PHONY: help run test build bench env-up env-down env-status clean
+.PHONY: help run test demo build bench env-up env-down env-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -33,6 +33,9 @@ test: ## All tests: unit, and integration against the real local topology
 	$(PGENV) up
 	@mkdir -p target
 	cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log; exit $${PIPESTATUS[0]}
+
+demo: ## With `make run` going in another terminal: read-your-writes, replica share, SHOW ROUTING
+	testenv/demo.sh
 
 build: ## Debug build of everything
 	cargo build --workspace --all-targets

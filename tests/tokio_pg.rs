@@ -157,17 +157,24 @@ async fn prepared_statement_follows_client_to_other_server_connections() {
 
     // Background churn on the same pool, with its own prepared statements.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Churners that have run at least once: the loop below must not end before all have
+    // (their SCRAM logins are slow in debug builds).
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut churners = Vec::new();
     for k in 0..3 {
         let p = p.clone();
         let stop = stop.clone();
+        let running = running.clone();
         churners.push(tokio::spawn(async move {
             let c = p.app().await;
             let s = c.prepare("SELECT $1::int * 3").await.unwrap();
             let mut n = 0i32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while n == 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = c.query_one(&s, &[&(n + k)]).await.unwrap();
                 assert_eq!(r.get::<_, i32>(0), (n + k) * 3);
+                if n == 0 {
+                    running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 n += 1;
             }
             n
@@ -177,8 +184,8 @@ async fn prepared_statement_follows_client_to_other_server_connections() {
     let b = p.app().await;
     let mut pids = HashSet::from([pid0]);
     // Until A's statement has run on both server connections (and at least 20 times).
-    for i in 0..200i32 {
-        if i >= 20 && pids.len() >= 2 {
+    for i in 0..2000i32 {
+        if i >= 20 && pids.len() >= 2 && running.load(std::sync::atomic::Ordering::Relaxed) == 3 {
             break;
         }
         // B holds a server connection for a while; A's next execution must run elsewhere.
