@@ -314,7 +314,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
 
     fn read_client(&mut self) -> Result<ClientStep, Violation> {
         self.client.rbuf.reserve(READ_CHUNK);
-        match self.client.stream.try_read_buf(&mut self.client.rbuf) {
+        match read_available(&self.client.stream, &mut self.client.rbuf) {
             Ok(0) => return Ok(ClientStep::Gone),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ClientStep::Continue),
@@ -649,7 +649,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
 
     fn read_server(&mut self) -> io::Result<()> {
         self.server.buf.reserve(READ_CHUNK);
-        match self.server.stream.try_read_buf(&mut self.server.buf) {
+        match read_available(&self.server.stream, &mut self.server.buf) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -905,6 +905,20 @@ fn inspected(tag: u8) -> bool {
             | backend::CLOSE_COMPLETE
             | backend::PARAMETER_STATUS
     )
+}
+
+/// Reads what the socket has. A read shorter than the room offered drained the socket, so its
+/// readiness is cleared at once (as tokio's own `poll_read` does): otherwise the next wait
+/// returns immediately and costs an empty read, one wasted syscall per message exchange.
+/// tokio clears only if no readiness event arrived since the read, so data that lands in
+/// between is never missed.
+pub fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let n = stream.try_read_buf(buf)?;
+    if n > 0 && n < room {
+        let _ = stream.try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+    }
+    Ok(n)
 }
 
 /// Writes `run`, straight from the read buffer when nothing is queued before it; whatever the

@@ -597,7 +597,7 @@ impl Session {
             }
             // Buffers are allocated only once the client has something to say.
             self.client.rbuf.reserve(READ_CHUNK);
-            match self.client.stream.try_read_buf(&mut self.client.rbuf) {
+            match crate::relay::read_available(&self.client.stream, &mut self.client.rbuf) {
                 Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
