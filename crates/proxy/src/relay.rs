@@ -908,17 +908,27 @@ fn inspected(tag: u8) -> bool {
 }
 
 /// Reads what the socket has. A read shorter than the room offered drained the socket, so its
-/// readiness is cleared at once (as tokio's own `poll_read` does): otherwise the next wait
-/// returns immediately and costs an empty read, one wasted syscall per message exchange.
-/// tokio clears only if no readiness event arrived since the read, so data that lands in
-/// between is never missed.
+/// readiness is cleared (as tokio's own `poll_read` does): otherwise the next wait returns at
+/// once and costs an empty read, one wasted syscall per message exchange. The read runs inside
+/// `try_io`, whose readiness snapshot is taken *before* it: data arriving after the snapshot
+/// bumps tokio's readiness tick and the clear is skipped, so no wakeup can be lost. (Clearing
+/// in a separate `try_io` after the read would snapshot too late and could lose one.)
 pub fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     let room = buf.capacity() - buf.len();
-    let n = stream.try_read_buf(buf)?;
-    if n > 0 && n < room {
-        let _ = stream.try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+    let mut got = 0;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        got = stream.try_read_buf(buf)?;
+        if got > 0 && got < room {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        Ok(()) => Ok(got),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        Err(e) => Err(e),
     }
-    Ok(n)
 }
 
 /// Writes `run`, straight from the read buffer when nothing is queued before it; whatever the
