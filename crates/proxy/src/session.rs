@@ -340,7 +340,12 @@ impl Session {
         replicas::views(&cluster, &mut self.views);
         let mut decision = decide(&request, &self.views);
         if let Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. } = decision {
+            let asked = Instant::now();
             if let Some((server, replay_lsn)) = self.probe_replica(node, needed).await {
+                // The probe borrowed the connection: its wait counts like a checkout's.
+                let waited = asked.elapsed();
+                db.stats.metrics.server_wait_seconds.record(waited.as_secs_f64());
+                DbStats::add(&db.stats.wait_time_us, waited.as_micros() as u64);
                 DbStats::add(&db.stats.replica_reads, 1);
                 DbStats::add(&db.stats.probe_hits, 1);
                 db.stats.metrics.routed_replica.increment(1);
