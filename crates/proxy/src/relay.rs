@@ -387,7 +387,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     if !b.statement.is_empty() {
                         if let Some(id) = self.ensure_prepared(b.statement, &buf[run_start..start]) {
                             run_start = pos;
-                            let name = self.name_buf(id);
+                            let name = StatementName::new(id);
                             frontend::bind_renamed(&mut self.to_server, &b, name.as_bytes());
                         }
                     }
@@ -402,7 +402,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     if kind == b'S' && !name.is_empty() {
                         if let Some(id) = self.ensure_prepared(name, &buf[run_start..start]) {
                             run_start = pos;
-                            let name = self.name_buf(id);
+                            let name = StatementName::new(id);
                             frontend::target(&mut self.to_server, frontend::DESCRIBE, b'S', name.as_bytes());
                         }
                     }
@@ -444,7 +444,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     self.syncs_after_execute = None;
                     let sql = frontend::parse_query(frame).unwrap_or_default();
                     self.copy_seen |= mentions_copy(sql);
-                    self.note_session_reset(sql);
+                    self.note_reset_all(sql);
                     let class = classify_sql(sql);
                     if drops_all_statements(&class, sql) {
                         self.state.statements.clear();
@@ -479,38 +479,15 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         self.out.sent += 1;
     }
 
-    /// DISCARD ALL / DEALLOCATE ALL drop every statement of the server session, and
-    /// DISCARD ALL / RESET ALL its parameters: our records of them must go too.
-    fn note_session_reset(&mut self, sql: &[u8]) {
-        // Cheap pre-check so ordinary queries pay nothing here.
-        let first = sql.iter().find(|b| !b.is_ascii_whitespace()).map(u8::to_ascii_lowercase);
-        if !matches!(first, Some(b'd' | b'r')) {
-            return;
-        }
-        let words: Vec<&[u8]> = sql
-            .split(|b| b.is_ascii_whitespace() || *b == b';')
-            .filter(|w| !w.is_empty())
-            .take(3)
-            .collect();
-        let is = |w: &[u8], s: &str| w.eq_ignore_ascii_case(s.as_bytes());
-        let (drops_statements, drops_params) = match words.as_slice() {
-            [a, b, ..] if is(a, "discard") && is(b, "all") => (true, true),
-            [a, b, ..] if is(a, "deallocate") && is(b, "all") => (true, false),
-            [a, b, c, ..] if is(a, "deallocate") && is(b, "prepare") && is(c, "all") => (true, false),
-            [a, b, ..] if is(a, "reset") && is(b, "all") => (false, true),
-            _ => (false, false),
-        };
-        if drops_statements {
-            self.state.statements.clear();
-            self.server.statements.clear();
-        }
-        if drops_params {
+    /// RESET ALL returns the server session's parameters to their startup values, so our record
+    /// of what was applied there is void. (DISCARD ALL and DEALLOCATE ALL are recognised by
+    /// their command tags and the classifier; RESET ALL's tag is a bare "RESET".)
+    fn note_reset_all(&mut self, sql: &[u8]) {
+        let mut words = sql.split(|b| b.is_ascii_whitespace() || *b == b';').filter(|w| !w.is_empty());
+        let is = |w: Option<&[u8]>, s: &str| w.is_some_and(|w| w.eq_ignore_ascii_case(s.as_bytes()));
+        if is(words.next(), "reset") && is(words.next(), "all") {
             self.server.params = ParamSync::default();
         }
-    }
-
-    fn name_buf(&self, id: StatementId) -> StatementName {
-        StatementName::new(id)
     }
 
     fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification, copy: bool) {
@@ -518,7 +495,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             // PostgreSQL refuses to redefine a name (42P05) and skips to Sync: let the server
             // say so, by preparing under the name this client's statement already has there.
             if let Some(id) = self.ensure_prepared(client_name, &[]) {
-                let name = self.name_buf(id);
+                let name = StatementName::new(id);
                 frontend::parse_with_body(&mut self.to_server, name.as_bytes(), body);
                 self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
             }
@@ -532,7 +509,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             return;
         }
         let id = StatementId::next();
-        let name = self.name_buf(id);
+        let name = StatementName::new(id);
         frontend::parse_with_body(&mut self.to_server, name.as_bytes(), &body);
         self.server.statements.insert(hash, body, id);
         self.stats.server_parses += 1;
@@ -552,7 +529,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             return Some(id);
         }
         let id = StatementId::next();
-        let server_name = self.name_buf(id);
+        let server_name = StatementName::new(id);
         frontend::parse_with_body(&mut self.to_server, server_name.as_bytes(), &body);
         self.server.statements.insert(hash, body, id);
         self.stats.server_parses += 1;

@@ -713,8 +713,3 @@ fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant, rou
         metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);
     }
 }
-
-#[allow(dead_code)]
-fn _assert_send(s: Session) -> impl std::future::Future<Output = ()> + Send {
-    s.run()
-}
