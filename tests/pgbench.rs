@@ -100,6 +100,22 @@ async fn pgbench_select_only_prepared_20_clients_pool_4() {
     check_run("prepared -S", ok, &out, 4000, &p);
 }
 
+/// `pooler.worker_threads` picks one event loop on a 2-CPU machine (CI's): the multi-thread
+/// runtime, where a session's socket may be served by any worker, keeps its own run here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_tpcb_on_several_worker_threads() {
+    let _guard = PGBENCH.lock().unwrap_or_else(|e| e.into_inner());
+    let p = PoolerOpts::primary_only().pool_size(4).set("worker_threads", "3").query_wait_timeout("60s").start();
+    init_pgbench().await;
+    let pid = p.pid().expect("lsnpool runs");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    assert!(threads >= 4, "worker_threads = 3 should give a main thread and 3 workers, found {threads} threads");
+    let history = history_count().await;
+    let (ok, out) = run_pgbench(p.port, &["-M", "simple", "-c", "16", "-j", "2", "-t", "100", "-n"]).await;
+    check_run("simple, 3 worker threads", ok, &out, 1600, &p);
+    assert_eq!(history_count().await - history, 1600, "rows added to pgbench_history");
+}
+
 /// pgbench prepares each statement with a blocking PQprepare (Parse + Sync) the first time a
 /// client runs it, while other clients of the same pgbench thread may sit in open
 /// transactions holding every pooled server connection. Against PostgreSQL this never

@@ -260,6 +260,11 @@ pub struct Pooler {
 }
 
 impl Pooler {
+    /// The pooler's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts lsnpool with the default test config.
     pub fn start() -> Pooler {
         PoolerOpts::new().start()

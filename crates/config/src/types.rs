@@ -81,7 +81,7 @@ pub struct PoolerConfig {
     pub stats_users: Vec<String>,
     /// Prometheus `/metrics`; empty disables the exporter.
     pub metrics_listen: String,
-    /// Threads of the runtime; 0 means one per CPU.
+    /// Threads of the runtime; 0 picks half the CPUs (at least one); 1 runs a single event loop.
     pub worker_threads: usize,
 }
 
