@@ -3,7 +3,7 @@
 use crate::prepared::ClientStatements;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
-use lsnpool_router::{classify_bytes, Deallocate, Hint, PoolerCommand, StatementClass};
+use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -16,6 +16,9 @@ pub struct BatchInfo {
     pub pooler: Option<PoolerCommand>,
     /// The batch is one simple Query `DEALLOCATE name`: the byte range of the name.
     pub deallocate: Option<Deallocate>,
+    /// The classification of the buffer's first frame when it is a simple Query, so the relay
+    /// does not lex the same text a second time.
+    pub first_query: Option<Classification>,
 }
 
 /// Reads the frames of the client's next implicit transaction (up to its first Sync or
@@ -23,9 +26,16 @@ pub struct BatchInfo {
 pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatements) -> BatchInfo {
     let mut info = BatchInfo::default();
     let mut first_statement = true;
+    let mut at_start = true;
     for (h, frame) in Frames::new(buf, max_message_size).map_while(Result::ok) {
         let class = match h.tag {
-            frontend::QUERY => Some(classify_bytes(frontend::parse_query(frame).unwrap_or_default())),
+            frontend::QUERY => {
+                let c = classify_bytes(frontend::parse_query(frame).unwrap_or_default());
+                if at_start {
+                    info.first_query = Some(c);
+                }
+                Some(c)
+            }
             frontend::PARSE => frontend::parse_parse(frame).map(|p| classify_bytes(p.query)),
             frontend::BIND => match frontend::parse_bind(frame) {
                 Some(b) if !b.statement.is_empty() => match statements.get(b.statement) {
@@ -65,6 +75,7 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
         if h.tag == frontend::SYNC || h.tag == frontend::QUERY {
             break;
         }
+        at_start = false;
     }
     info
 }

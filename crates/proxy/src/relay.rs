@@ -78,6 +78,8 @@ pub struct RelayPlan {
     /// Hold the replies of a replica-routed transaction until its first row, so a 25006
     /// (the statement wrote after all) can be retried on the primary unseen.
     pub retry_guard: bool,
+    /// The router's classification of the client buffer's first frame, a simple Query.
+    pub first_query: Option<Classification>,
 }
 
 /// The statement the pooler appends behind a transaction's last message to learn its commit
@@ -327,6 +329,8 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     fn pump_client(&mut self) -> Result<ClientStep, Violation> {
         let rbuf = std::mem::take(&mut self.client.rbuf);
         let r = self.forward_client_frames(&rbuf);
+        // Valid for the buffer the router saw only.
+        self.plan.first_query = None;
         let consumed = match r {
             Ok((consumed, step)) => {
                 if step == ClientStep::Gone {
@@ -445,7 +449,9 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     let sql = frontend::parse_query(frame).unwrap_or_default();
                     self.copy_seen |= mentions_copy(sql);
                     self.note_reset_all(sql);
-                    let class = classify_sql(sql);
+                    // The router classified the buffer's first frame already.
+                    let known = if start == 0 { self.plan.first_query.take() } else { None };
+                    let class = known.unwrap_or_else(|| classify_sql(sql));
                     if drops_all_statements(&class, sql) {
                         self.state.statements.clear();
                     }
