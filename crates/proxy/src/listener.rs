@@ -316,9 +316,9 @@ async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::Sock
             let Some(cluster) = li.topology.cluster_state(&li.db.cluster) else { return };
             // Bytes the client pipelined behind its login belong to its first transaction.
             let leftover = if buf.is_empty() { BytesMut::new() } else { buf };
-            // Boxed straight away: awaiting a future held in a local makes the task keep two
-            // copies of it, and every idle client pays for the task's size.
-            Box::pin(Session::new(pooler.clone(), stream, *li, pools, cluster, peer, leftover).run()).await;
+            // A task of its own: the login's task (this function's state, the login buffer)
+            // ends here, and an idle client costs only the session's task.
+            tokio::spawn(Session::new(pooler, stream, *li, pools, cluster, peer, leftover).run());
         }
     }
 }

@@ -36,7 +36,8 @@ pub struct Session {
     pools: Arc<ClusterPools>,
     statements: ClientStatements,
     /// A replica connection the router already borrowed to ask for its replay LSN.
-    probed: Option<Server>,
+    /// Boxed for the same reason as `held`.
+    probed: Option<Box<Server>>,
     /// Session pool mode keeps its server connection between transactions.
     /// Boxed: inline, an absent server connection would still cost every client its size.
     held: Option<Box<(Server, Target)>>,
@@ -83,17 +84,23 @@ impl Session {
         }
     }
 
-    pub async fn run(mut self) {
-        let why = self.serve().await;
-        if let Some(held) = self.held.take() {
-            // Boxed, like the transaction: rare paths must not size every idle client's task.
-            Box::pin(async { self.end_server(held.0, true, TxStatus::Idle).await }).await;
+    /// The session's task. Not an `async fn`: that would keep a second copy of `self` in the
+    /// future (its argument and the local it is moved to), and every idle client pays for
+    /// the future's size.
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let why = self.serve().await;
+            if let Some(held) = self.held.take() {
+                // Boxed, like the transaction: rare paths must not size every idle client's task.
+                Box::pin(async { self.end_server(held.0, true, TxStatus::Idle).await }).await;
+            }
+            // Boxed too: its write-readiness future would otherwise sit beside `serve`'s.
+            let _ = Box::pin(self.flush_client()).await;
+            tracing::info!(
+                client = %self.peer, user = %self.login.user.name, database = %self.login.db.name,
+                reason = why, "client disconnected"
+            );
         }
-        let _ = self.flush_client().await;
-        tracing::info!(
-            client = %self.peer, user = %self.login.user.name, database = %self.login.db.name,
-            reason = why, "client disconnected"
-        );
     }
 
     /// Returns why the session ended.
@@ -192,7 +199,7 @@ impl Session {
                         Route::Primary => Some(cluster.begin_primary()),
                     };
                     let server = match self.probed.take() {
-                        Some(probed) => self.prepare(probed).await,
+                        Some(probed) => self.prepare(*probed).await,
                         None => self.checkout(target.route).await,
                     };
                     match server {
@@ -209,6 +216,7 @@ impl Session {
                     && self.login.db.mode == RoutingMode::Automatic
                     && !info.read_only_txn
                     && forced.is_none(),
+                first_query: info.first_query,
             };
             let slot = self.slot().clone();
             slot.set_server(Some(server.key));
@@ -349,7 +357,7 @@ impl Session {
                 DbStats::add(&db.stats.replica_reads, 1);
                 DbStats::add(&db.stats.probe_hits, 1);
                 db.stats.metrics.routed_replica.increment(1);
-                self.probed = Some(server);
+                self.probed = Some(Box::new(server));
                 return Target { route: Route::Replica(node), replay_lsn, monotonic_fallback: false };
             }
             DbStats::add(&db.stats.probe_misses, 1);
