@@ -46,7 +46,7 @@ if (( QUICK )); then
     REPS=1; T_MAIN=2; T_ONE=1; CAP_REPS=1; CAP_T=2
     RAW_SECONDS=1; CRIT=(--warm-up-time 0.1 --measurement-time 0.2 --sample-size 20 --nresamples 10000)
 else
-    REPS=3; T_MAIN=4; T_ONE=2; CAP_REPS=3; CAP_T=4
+    REPS=3; T_MAIN=4; T_ONE=2; CAP_REPS=3; CAP_T=6
     RAW_SECONDS=4; CRIT=(--warm-up-time 0.3 --measurement-time 1)
 fi
 REPS="${BENCH_REPS:-$REPS}"; T_MAIN="${BENCH_T:-$T_MAIN}"; T_ONE="${BENCH_T1:-$T_ONE}"
@@ -591,7 +591,8 @@ for wl in "${WORKLOADS[@]}"; do
     done
 done
 on=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb); off=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap); r=$(ratio "$on" "$off")
-target_row "tpcb-like, 50 clients, lsnpool appdb: capture on ≥ 0.95× capture off" "$r× ($on vs $off tps)" "$(ge "$r" 0.95)"
+read -r _ on_min on_max _ <<<"$(stats "$CAP_TSV" "$TP" 50 lsnpool_appdb)"; read -r _ off_min off_max _ <<<"$(stats "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap)"
+target_row "tpcb-like, 50 clients, lsnpool appdb: capture on ≥ 0.95× capture off" "$r× ($on vs $off tps; runs: on $on_min–$on_max, off $off_min–$off_max; pooler CPU $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb) vs $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap) µs per transaction)" "$(ge "$r" 0.95)"
 bpc=$(kv "$W/mem-lsnpool.txt" bytes_per_client); reached=$(kv "$W/mem-lsnpool.txt" reached)
 ok=-; [[ -n "$bpc" && "${reached:-0}" -gt 0 ]] && ok=$(awk -v b="$bpc" 'BEGIN { print (b <= 2048) ? 1 : 0 }')
 target_row "≤ 2 KiB RSS per idle client (lsnpool)" "${bpc:-–} bytes/client (${reached:-0} clients)" "$ok"
