@@ -907,6 +907,43 @@ async fn transactions_stay_on_one_node() {
     drop_table(&t).await;
 }
 
+/// The commit-LSN query is prepared once per server connection. If it disappears behind the
+/// pooler's back (a client DEALLOCATEs it by name), the next commit's LSN is still learned, by a
+/// separate query, and the statement is prepared afresh for the commit after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_lsn_is_learned_when_the_capture_statement_was_dropped() {
+    let _topo = shared();
+    // One server connection per node: every primary transaction below shares one session.
+    let p = start_ready(PoolerOpts::new().pool_size(1)).await;
+    let a = admin(&p).await;
+    let t = unique("rt_capture_drop");
+    counter_table(&t, [1]).await;
+    let c = p.app().await;
+    c.simple_query(&format!("UPDATE {t} SET v = v + 1 WHERE id = 1")).await.unwrap();
+    let name = one_row(&c, "/* lsnpool:primary */ SELECT name FROM pg_prepared_statements WHERE statement LIKE '%pg_current_wal_insert_lsn%'")
+        .await
+        .unwrap()[0]
+        .clone()
+        .expect("the capture statement is prepared on the primary connection");
+    // The session updates its counters after answering: a read first lets it finish.
+    one_row(&c, "SELECT 1").await.unwrap();
+    let before = routing(&a, "appdb").await;
+    // DEALLOCATE counts as a write, so its own capture finds the statement gone.
+    c.simple_query(&format!("/* lsnpool:primary */ DEALLOCATE \"{name}\"")).await.expect("a transaction whose capture fails still succeeds");
+    for _ in 0..2 {
+        c.simple_query(&format!("UPDATE {t} SET v = v + 1 WHERE id = 1")).await.unwrap();
+    }
+    one_row(&c, "SELECT 1").await.unwrap();
+    let after = routing(&a, "appdb").await;
+    let d = |k: &str| after[k] - before[k];
+    assert_eq!(d("lsn_captured"), 3, "every commit's LSN learned: {after:?}");
+    assert_eq!(d("lsn_capture_round_trips"), 1, "only the commit that found the statement gone needed a separate query");
+    // Read-your-writes still holds on whichever node serves the read.
+    let v = one_row(&c, &format!("SELECT v FROM {t} WHERE id = 1")).await.unwrap();
+    assert_eq!(v[0].as_deref(), Some("3"));
+    drop_table(&t).await;
+}
+
 // ================================================================== 7. SHOW ROUTING / SHOW REPLICAS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

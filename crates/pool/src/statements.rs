@@ -66,6 +66,9 @@ struct Entry {
 pub struct StatementCache {
     by_hash: HashMap<u64, Entry>,
     tick: u64,
+    /// The pooler's own commit-LSN query, once prepared here. Kept apart from clients'
+    /// statements: never evicted, gone with them on DISCARD ALL / DEALLOCATE ALL.
+    capture: Option<StatementId>,
 }
 
 impl StatementCache {
@@ -114,6 +117,15 @@ impl StatementCache {
     /// After DISCARD ALL / DEALLOCATE ALL ran on the server.
     pub fn clear(&mut self) {
         self.by_hash.clear();
+        self.capture = None;
+    }
+
+    pub fn capture(&self) -> Option<StatementId> {
+        self.capture
+    }
+
+    pub fn set_capture(&mut self, id: Option<StatementId>) {
+        self.capture = id;
     }
 }
 

@@ -129,6 +129,23 @@ pub fn target(buf: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
     });
 }
 
+/// Bind (unnamed portal, no parameters, text results), Execute and Sync of `statement`:
+/// running a prepared statement without parsing or planning it again.
+pub fn execute_prepared(buf: &mut BytesMut, statement: &[u8]) {
+    message(buf, BIND, |b| {
+        put_cstr(b, b"");
+        put_cstr(b, statement);
+        b.put_i16(0); // parameter formats
+        b.put_i16(0); // parameters
+        b.put_i16(0); // result formats: all text
+    });
+    message(buf, EXECUTE, |b| {
+        put_cstr(b, b"");
+        b.put_i32(0); // no row limit
+    });
+    sync(buf);
+}
+
 pub fn sync(buf: &mut BytesMut) {
     message(buf, SYNC, |_| {});
 }

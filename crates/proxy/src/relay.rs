@@ -83,8 +83,10 @@ pub struct RelayPlan {
 }
 
 /// The statement the pooler appends behind a transaction's last message to learn its commit
-/// LSN: the insert position is at or past the end of the commit record.
-const CAPTURE_SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
+/// LSN (the insert position is at or past the end of the commit record), as a Parse body
+/// (query, no parameter types): prepared once per server connection, so a commit costs the
+/// server a Bind and an Execute, not a parse and a plan.
+const CAPTURE_PARSE_BODY: &[u8] = b"SELECT pg_catalog.pg_current_wal_insert_lsn()\0\0\0";
 
 struct RetryGuard {
     /// Every client byte sent to the replica, to replay on the primary.
@@ -567,7 +569,16 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     /// Appends the LSN query behind the message that ends the transaction, in the same
     /// write: the answer comes back in the same flight, with no extra round trip.
     fn append_capture(&mut self) {
-        frontend::query(&mut self.to_server, CAPTURE_SQL);
+        let id = match self.server.statements.capture() {
+            Some(id) => id,
+            None => {
+                let id = StatementId::next();
+                frontend::parse_with_body(&mut self.to_server, StatementName::new(id).as_bytes(), CAPTURE_PARSE_BODY);
+                self.server.statements.set_capture(Some(id));
+                id
+            }
+        };
+        frontend::execute_prepared(&mut self.to_server, StatementName::new(id).as_bytes());
         self.out.ready += 1;
         self.out.sent += 1;
         self.captures.push_back((self.out.sent, self.may_write));
@@ -587,6 +598,11 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .and_then(|v| v.parse::<Lsn>().ok());
             }
+            backend::ERROR_RESPONSE => {
+                // The statement may be gone (a client's DEALLOCATE) or the transaction aborted:
+                // prepare it afresh next time. This commit's LSN comes from a separate query.
+                self.server.statements.set_capture(None);
+            }
             backend::READY_FOR_QUERY => {
                 self.status = backend::parse_ready_for_query(frame)
                     .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad ReadyForQuery"))?;
@@ -594,6 +610,11 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                 self.out.answered += 1;
                 let wrote = self.captures.pop_front().is_some_and(|(_, wrote)| wrote);
                 let value = self.capture_value.take();
+                if value.is_none() {
+                    // No LSN learned: the session asks with a query of its own before the
+                    // server connection goes back (`capture_separately`).
+                    self.may_write |= wrote;
+                }
                 match self.held_ready.take() {
                     Some(ready) => {
                         // The LSN counts only if the client's transaction really ended.
@@ -616,7 +637,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     None => self.may_write |= wrote,
                 }
             }
-            _ => {} // RowDescription, CommandComplete, or the error of an aborted transaction
+            _ => {} // ParseComplete, BindComplete, CommandComplete
         }
         Ok(())
     }
