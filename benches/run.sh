@@ -600,6 +600,8 @@ dmax=$(awk -F'\t' '$1 ~ /^decide\// { if ($3 > m) m = $3 } END { if (m == "") pr
 ok=-; [[ "$dmax" != – ]] && ok=$(awk -v d="$dmax" 'BEGIN { print (d < 1000) ? 1 : 0 }')
 target_row "routing decision < 1 µs (slowest decide case)" "$dmax ns" "$ok"
 echo
+echo "Why the SHORT lines fall short, with the profiles behind it: [analysis.md](analysis.md) (written by hand)."
+echo
 
 echo "## pgbench"
 echo
