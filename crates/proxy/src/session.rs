@@ -467,9 +467,9 @@ impl Session {
             let slot = self.slot().clone();
             let cancelled = slot.waiting.notified();
             let pooler = self.pooler.clone();
-            let db = self.login.db.name.clone();
+            let db = self.login.db.clone();
             let get = async {
-                pooler.wait_unpaused(&db).await;
+                pooler.wait_unpaused(&db.name).await;
                 pool.timeout_get(&pool.manager().timeouts()).await
             };
             tokio::select! {
