@@ -43,7 +43,7 @@ CLIENTS=(1 50 500)
 # Run lengths are set by the time budget (full < 10 min, QUICK < 2 min on 2 CPUs): 3 x 33 pgbench
 # runs leave about 4 s per run. BENCH_REPS / BENCH_T / BENCH_T1 override them.
 if (( QUICK )); then
-    REPS=1; T_MAIN=2; T_ONE=1; CAP_REPS=1; CAP_T=2
+    REPS=1; T_MAIN=1; T_ONE=1; CAP_REPS=1; CAP_T=2
     RAW_SECONDS=1; CRIT=(--warm-up-time 0.1 --measurement-time 0.2 --sample-size 20 --nresamples 10000)
 else
     REPS=3; T_MAIN=4; T_ONE=2; CAP_REPS=3; CAP_T=6
