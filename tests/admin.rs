@@ -1011,6 +1011,48 @@ async fn connection_logs_name_the_client_and_never_a_secret() {
     assert!(!log.contains(&secret_password), "a password was logged");
 }
 
+/// A client queued behind a full pool shows in SHOW POOLS as cl_waiting with PgBouncer's
+/// maxwait / maxwait_us (seconds and the microseconds beyond them), and in /metrics as
+/// lsnpool_pool_maxwait_seconds; both fall back to 0 once it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_pools_maxwait_counts_a_queued_clients_wait() {
+    let metrics_port = free_port();
+    let cfg = Cfg { pool_size: 1, query_wait_timeout: "20s".into(), metrics_listen: format!("127.0.0.1:{metrics_port}"), ..Cfg::default() };
+    let p = Proc::start(&cfg);
+    let maddr: std::net::SocketAddr = ([127, 0, 0, 1], metrics_port).into();
+    let adm = p.admin().await;
+    let holder = p.app("app_primary").await;
+    holder.simple_query("BEGIN; SELECT 1").await.expect("the transaction holding the only connection");
+    let queued = p.app("app_primary").await;
+    let q = tokio::spawn(async move { (queued.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| common::db_message(&e)), queued) });
+
+    let waited_us = |t: &Table, r: &[Option<String>]| t.num(r, "maxwait") * 1_000_000 + t.num(r, "maxwait_us");
+    let (t, row) = eventually(10.0, "SHOW POOLS: one client waiting for more than 1.2 s", || async {
+        let (t, row) = pool_row(&adm, "appdb/primary").await;
+        if t.num(&row, "cl_waiting") == 1 && waited_us(&t, &row) > 1_200_000 {
+            Ok((t, row))
+        } else {
+            Err(format!("cl_waiting {} maxwait {} maxwait_us {}", t.get(&row, "cl_waiting"), t.get(&row, "maxwait"), t.get(&row, "maxwait_us")))
+        }
+    })
+    .await;
+    assert!(t.num(&row, "maxwait_us") < 1_000_000, "maxwait_us holds only the part below a second: {row:?}");
+    let (_, replica) = pool_row(&adm, "appdb/replica0").await;
+    assert_eq!(waited_us(&t, &replica), 0, "nobody waits for the replica: {replica:?}");
+    eventually(5.0, "/metrics lsnpool_pool_maxwait_seconds{node=appdb/primary} above 1 s", || async {
+        let all = parse_metrics(&scrape(maddr).await?);
+        let w = sum(&all, "lsnpool_pool_maxwait_seconds", &[("node", "appdb/primary")]);
+        if w > 1.0 { Ok(()) } else { Err(format!("maxwait gauge {w}")) }
+    })
+    .await;
+
+    holder.simple_query("COMMIT").await.expect("commit");
+    let (r, _queued) = within(5.0, "the queued query once the connection is free", q).await.expect("join");
+    r.expect("the queued query");
+    let (t, row) = pool_row(&adm, "appdb/primary").await;
+    assert_eq!((t.num(&row, "cl_waiting"), waited_us(&t, &row)), (0, 0), "no wait left: {row:?}");
+}
+
 // ------------------------------------------------------------------ /metrics
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

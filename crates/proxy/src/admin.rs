@@ -343,10 +343,13 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
             let mut rows = Vec::new();
             let mut pools: Vec<_> = t.all_pools().collect();
             pools.sort_by(|a, b| a.0.cmp(b.0));
+            let waits = pooler.cancels.max_waits();
             for ((cluster, user), p) in pools {
                 for (i, pool) in std::iter::once(&p.primary).chain(p.replicas.iter()).enumerate() {
                     let s = pool.status();
                     let active = s.size.saturating_sub(s.available);
+                    let label = pool.manager().target().label.clone();
+                    let maxwait = waits.get(&(label, user.clone())).copied().unwrap_or_default();
                     rows.push(vec![
                         cluster.to_string(),
                         user.clone(),
@@ -361,8 +364,8 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
                         "0".into(),
                         "0".into(),
                         "0".into(),
-                        "0".into(),
-                        "0".into(),
+                        maxwait.as_secs().to_string(),
+                        maxwait.subsec_micros().to_string(),
                         c.pooler.pool_mode.as_str().to_string(),
                         pool.manager().target().label.to_string(),
                         if i == 0 { "primary".into() } else { "replica".into() },

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -42,6 +42,9 @@ pub struct CancelSlot {
     server: Mutex<Option<ServerKey>>,
     /// Wakes a client that waits for a server connection: its cancel ends the wait.
     pub waiting: Notify,
+    /// Since when, and for which pool (its node label), the client waits for a server
+    /// connection: SHOW POOLS' maxwait, PgBouncer's alerting column.
+    wait: Mutex<Option<(Instant, Arc<str>)>>,
 }
 
 impl CancelSlot {
@@ -68,6 +71,27 @@ impl CancelSlot {
 
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
+    }
+
+    /// The client starts waiting for a connection from the pool labelled `pool`.
+    pub fn start_wait(&self, pool: Arc<str>) {
+        if let Ok(mut g) = self.wait.lock() {
+            *g = Some((Instant::now(), pool));
+        }
+        self.set_state(ClientState::Waiting);
+    }
+
+    pub fn end_wait(&self, next: ClientState) {
+        self.set_state(next);
+        if let Ok(mut g) = self.wait.lock() {
+            *g = None;
+        }
+    }
+
+    /// How long the client has waited, and for which pool, if it is waiting.
+    pub fn waiting_for(&self) -> Option<(Duration, Arc<str>)> {
+        let g = self.wait.lock().ok()?;
+        g.as_ref().map(|(since, pool)| (since.elapsed(), pool.clone()))
     }
 
     pub fn set_server(&self, key: Option<ServerKey>) {
@@ -121,9 +145,23 @@ impl CancelRegistry {
             wake: Notify::new(),
             server: Mutex::new(None),
             waiting: Notify::new(),
+            wait: Mutex::new(None),
         });
         m.insert(pid, slot.clone());
         Registration { registry: self.clone(), slot }
+    }
+
+    /// The longest current wait for a server connection per (pool label, user).
+    pub fn max_waits(&self) -> HashMap<(Arc<str>, String), Duration> {
+        let mut out: HashMap<(Arc<str>, String), Duration> = HashMap::new();
+        let slots: Vec<Arc<CancelSlot>> = self.slots.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        for slot in slots {
+            if let Some((waited, pool)) = slot.waiting_for() {
+                let e = out.entry((pool, slot.info.user.name.clone())).or_default();
+                *e = (*e).max(waited);
+            }
+        }
+        out
     }
 
     /// Every logged-in client, oldest first.

@@ -92,7 +92,16 @@ impl Pooler {
                     *servers.entry((s.label.to_string(), s.is_active())).or_default() += 1;
                     seen_nodes.insert(s.label.to_string());
                 }
+                let mut maxwait: HashMap<&str, f64> = HashMap::new();
+                let waits = pooler.cancels.max_waits();
+                for ((node, _user), waited) in &waits {
+                    let e = maxwait.entry(node.as_ref()).or_default();
+                    *e = e.max(waited.as_secs_f64());
+                }
                 for node in &seen_nodes {
+                    // PgBouncer's maxwait: how long the oldest waiting client has waited.
+                    let w = maxwait.get(node.as_str()).copied().unwrap_or(0.0);
+                    metrics::gauge!("lsnpool_pool_maxwait_seconds", "node" => node.clone()).set(w);
                     for active in [false, true] {
                         let n = servers.get(&(node.clone(), active)).copied().unwrap_or(0);
                         let state = if active { "active" } else { "idle" };

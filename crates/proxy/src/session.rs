@@ -462,7 +462,8 @@ impl Session {
             },
         };
         let wait_started = Instant::now();
-        self.slot().set_state(ClientState::Waiting);
+        let label = pool.manager().target().label.clone();
+        self.slot().start_wait(label.clone());
         let got = {
             let slot = self.slot().clone();
             let cancelled = slot.waiting.notified();
@@ -477,11 +478,10 @@ impl Session {
                 _ = cancelled => None,
             }
         };
-        self.slot().set_state(ClientState::Idle);
+        self.slot().end_wait(ClientState::Idle);
         let waited = wait_started.elapsed();
         self.login.db.stats.metrics.server_wait_seconds.record(waited.as_secs_f64());
         DbStats::add(&self.login.db.stats.wait_time_us, waited.as_micros() as u64);
-        let label = pool.manager().target().label.clone();
         let server = match got {
             None => {
                 self.refuse_batch(sqlstate::QUERY_CANCELED, "canceling statement due to user request", None);
