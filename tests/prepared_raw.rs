@@ -436,3 +436,47 @@ async fn deallocate_all_not_at_the_start_of_a_query_does_not_break_other_clients
         assert_eq!(r.get::<_, String>(0), "a2");
     }
 }
+
+/// Drivers such as JDBC and libpq's PQexecParams send even SET through the extended protocol
+/// (Parse/Bind/Describe/Execute/Sync of the unnamed statement). lsnpool answers
+/// `lsnpool.consistency` there as it does in a simple Query, instead of letting the server
+/// accept it as a meaningless placeholder setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_commands_in_the_extended_protocol_are_answered_by_the_pooler() {
+    let p = PoolerOpts::primary_only().pool_size(1).start();
+    let mut c = Raw::login(p.port, "app", "app").await;
+
+    // libpq's shape: Parse, Bind, Describe portal, Execute, Sync.
+    c.send_fe(Fe::new().parse("", "SET lsnpool.consistency = 'strong'", &[]).bind("", "", &[]).describe_portal("").execute("", 0).sync()).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12nCZ", "{msgs:?}");
+    assert_eq!(msgs[3].body, b"SET\0", "{msgs:?}");
+
+    // SHOW in both protocols sees it; with a Describe the row is described first.
+    c.send_fe(Fe::new().parse("", "SHOW lsnpool.consistency", &[]).bind("", "", &[]).describe_portal("").execute("", 0).sync()).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12TDCZ", "{msgs:?}");
+    assert_eq!(rows0(&msgs), vec!["strong".to_string()]);
+    c.send_fe(Fe::new().query("SHOW lsnpool.consistency")).await;
+    assert_eq!(rows0(&c.until_ready().await), vec!["strong".to_string()]);
+
+    // Other shapes (here Describe before Bind) go to the server as before, and still work.
+    c.send_fe(Fe::new().parse("", "RESET lsnpool.consistency", &[]).describe_statement("").bind("", "", &[]).execute("", 0).sync()).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    // Describe of the statement adds its (empty) ParameterDescription; without a Describe
+    // there is no RowDescription.
+    c.send_fe(Fe::new().parse("", "RESET lsnpool.consistency", &[]).bind("", "", &[]).describe_statement("").execute("", 0).sync()).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12tnCZ", "{msgs:?}");
+    c.send_fe(Fe::new().parse("", "SHOW lsnpool.consistency", &[]).bind("", "", &[]).execute("", 0).sync()).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12DCZ", "{msgs:?}");
+    assert_eq!(rows0(&msgs), vec!["read-your-writes".to_string()], "RESET went back to the database's level");
+
+    // A bad value is the same error as in a simple Query, at Execute.
+    c.send_fe(Fe::new().parse("", "SET lsnpool.consistency = 'sometimes'", &[]).bind("", "", &[]).describe_portal("").execute("", 0).sync()).await;
+    let msgs = c.until_ready().await;
+    assert_eq!(tags(&msgs), "12nEZ", "{msgs:?}");
+    assert_eq!(err_code(&msgs), "22023");
+}

@@ -12,6 +12,8 @@ pub const ERROR_RESPONSE: u8 = b'E';
 pub const NOTICE_RESPONSE: u8 = b'N';
 pub const PARSE_COMPLETE: u8 = b'1';
 pub const BIND_COMPLETE: u8 = b'2';
+pub const NO_DATA: u8 = b'n';
+pub const PARAMETER_DESCRIPTION: u8 = b't';
 pub const CLOSE_COMPLETE: u8 = b'3';
 pub const COMMAND_COMPLETE: u8 = b'C';
 pub const DATA_ROW: u8 = b'D';
@@ -120,6 +122,19 @@ pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
 
 pub fn parse_complete(buf: &mut BytesMut) {
     message(buf, PARSE_COMPLETE, |_| {});
+}
+
+pub fn bind_complete(buf: &mut BytesMut) {
+    message(buf, BIND_COMPLETE, |_| {});
+}
+
+pub fn no_data(buf: &mut BytesMut) {
+    message(buf, NO_DATA, |_| {});
+}
+
+/// ParameterDescription of a statement without parameters.
+pub fn no_parameters(buf: &mut BytesMut) {
+    message(buf, PARAMETER_DESCRIPTION, |b| b.put_i16(0));
 }
 
 pub fn close_complete(buf: &mut BytesMut) {

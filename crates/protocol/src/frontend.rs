@@ -66,6 +66,12 @@ pub fn parse_target(frame: &[u8]) -> Option<(u8, &[u8])> {
     Some((kind, read_cstr(frame, &mut pos)?))
 }
 
+/// The portal an Execute runs.
+pub fn parse_execute(frame: &[u8]) -> Option<&[u8]> {
+    let mut pos = HEADER_LEN;
+    read_cstr(frame, &mut pos)
+}
+
 pub fn startup(buf: &mut BytesMut, params: &[(&str, &str)]) {
     let start = buf.len();
     buf.put_i32(0);

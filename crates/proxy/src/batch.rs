@@ -19,6 +19,9 @@ pub struct BatchInfo {
     /// The classification of the buffer's first frame when it is a simple Query, so the relay
     /// does not lex the same text a second time.
     pub first_query: Option<Classification>,
+    /// The buffer starts with an unnamed Parse of one pooler command (drivers such as JDBC
+    /// send SET through the extended protocol); [`extended_command`] checks the rest.
+    pub parsed_pooler: Option<PoolerCommand>,
 }
 
 /// Reads the frames of the client's next implicit transaction (up to its first Sync or
@@ -62,6 +65,11 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
                     c.first,
                     StatementClass::Begin { read_only: true } | StatementClass::SetTransaction { read_only: true }
                 );
+                if h.tag == frontend::PARSE && at_start && c.statements == 1 {
+                    if let StatementClass::Pooler(cmd) = c.first {
+                        info.parsed_pooler = Some(cmd);
+                    }
+                }
                 if h.tag == frontend::QUERY && c.statements == 1 {
                     if let StatementClass::Pooler(cmd) = c.first {
                         info.pooler = Some(cmd);
@@ -80,6 +88,51 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
     info
 }
 
+
+/// A pooler command sent as Parse, Bind, an optional Describe, Execute and Sync, all of the
+/// unnamed statement and portal and without parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtendedCommand {
+    /// Bytes up to and including the Sync.
+    pub len: usize,
+    /// The Describe's kind (`S`tatement or `P`ortal), if the batch has one.
+    pub describe: Option<u8>,
+}
+
+/// Whether the buffer starts with exactly such a batch (the Parse already classified as a
+/// pooler command by [`analyze`]); anything else goes to a server as usual.
+pub fn extended_command(buf: &[u8], max_message_size: usize) -> Option<ExtendedCommand> {
+    let mut frames = Frames::new(buf, max_message_size).map_while(Result::ok);
+    let mut len = 0;
+    let (h, frame) = frames.next()?;
+    let parse = frontend::parse_parse(frame).filter(|p| h.tag == frontend::PARSE && p.name.is_empty())?;
+    // No parameter types: the body is the query, its NUL and a zero count.
+    if parse.body.len() != parse.query.len() + 3 {
+        return None;
+    }
+    len += h.frame_len;
+    let (h, frame) = frames.next()?;
+    frontend::parse_bind(frame).filter(|b| h.tag == frontend::BIND && b.portal.is_empty() && b.statement.is_empty())?;
+    len += h.frame_len;
+    let mut describe = None;
+    let (mut h, mut frame) = frames.next()?;
+    if h.tag == frontend::DESCRIBE {
+        let (kind, name) = frontend::parse_target(frame)?;
+        if !name.is_empty() {
+            return None;
+        }
+        describe = Some(kind);
+        len += h.frame_len;
+        (h, frame) = frames.next()?;
+    }
+    let portal = frontend::parse_execute(frame).filter(|_| h.tag == frontend::EXECUTE)?;
+    if !portal.is_empty() {
+        return None;
+    }
+    len += h.frame_len;
+    let (h, _) = frames.next()?;
+    (h.tag == frontend::SYNC).then_some(ExtendedCommand { len: len + h.frame_len, describe })
+}
 
 /// Length of a batch made only of named Parses and its Sync (what PQprepare and
 /// `pgbench -M prepared` send), which an idle client can have answered without a server.

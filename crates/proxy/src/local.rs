@@ -8,6 +8,37 @@ use lsnpool_router::Consistency;
 
 /// Applies `cmd` to the session's consistency and writes the reply a server would give.
 pub fn answer(cmd: PoolerCommand, consistency: &mut Consistency, default: Consistency, out: &mut BytesMut, status: TxStatus) {
+    execute(cmd, consistency, default, out, true);
+    backend::ready_for_query(out, status);
+}
+
+/// The same command sent as Parse/Bind/[Describe]/Execute/Sync: each message gets the reply
+/// PostgreSQL would give it.
+pub fn answer_extended(
+    cmd: PoolerCommand,
+    describe: Option<u8>,
+    consistency: &mut Consistency,
+    default: Consistency,
+    out: &mut BytesMut,
+    status: TxStatus,
+) {
+    backend::parse_complete(out);
+    backend::bind_complete(out);
+    if let Some(kind) = describe {
+        if kind == b'S' {
+            backend::no_parameters(out);
+        }
+        match cmd {
+            PoolerCommand::ShowConsistency => backend::row_description(out, &["lsnpool.consistency"]),
+            _ => backend::no_data(out),
+        }
+    }
+    // The row's description came with the Describe, if the client asked for one.
+    execute(cmd, consistency, default, out, false);
+    backend::ready_for_query(out, status);
+}
+
+fn execute(cmd: PoolerCommand, consistency: &mut Consistency, default: Consistency, out: &mut BytesMut, describe_row: bool) {
     match cmd {
         PoolerCommand::SetConsistency(c) => {
             *consistency = c;
@@ -18,7 +49,9 @@ pub fn answer(cmd: PoolerCommand, consistency: &mut Consistency, default: Consis
             backend::command_complete(out, "RESET");
         }
         PoolerCommand::ShowConsistency => {
-            backend::row_description(out, &["lsnpool.consistency"]);
+            if describe_row {
+                backend::row_description(out, &["lsnpool.consistency"]);
+            }
             backend::data_row(out, &[Some(consistency.as_str())]);
             backend::command_complete(out, "SHOW");
         }
@@ -28,5 +61,4 @@ pub fn answer(cmd: PoolerCommand, consistency: &mut Consistency, default: Consis
             backend::error_response(out, &e);
         }
     }
-    backend::ready_for_query(out, status);
 }

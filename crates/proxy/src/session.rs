@@ -170,6 +170,14 @@ impl Session {
             local::answer(cmd, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
             return Ok(());
         }
+        if let Some(cmd) = info.parsed_pooler {
+            if let Some(x) = batch::extended_command(&self.client.rbuf, self.client.max_message_size) {
+                self.client.rbuf.advance(x.len);
+                let default = self.login.db.consistency;
+                local::answer_extended(cmd, x.describe, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+                return Ok(());
+            }
+        }
         if self.held.is_none() {
             if let Some(len) = batch::parse_only(&self.client.rbuf, self.client.max_message_size) {
                 self.prepare_locally(len);
