@@ -62,13 +62,14 @@ wl_args() {
     esac
 }
 TARGETS=(direct pgbouncer lsnpool_primary lsnpool_appdb)
-declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off")
+declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off" [lsnpool_appdb_cap]="lsnpool appdb, capture on")
 
 PGB_TSV="$W/pgbench.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
 
 BASE="${BENCH_PORT_BASE:-16430}"
 LSN_PORT=$((BASE + 2))        # lsnpool, capture on (pgbench targets)
 LSN_OFF_PORT=$((BASE + 3))    # lsnpool, capture off
+LSN_CAP_PORT=$((BASE + 6))    # a fresh lsnpool, capture on, for the capture comparison
 LSN_RAW_PORT=$((BASE + 4))    # lsnpool for read-after-write
 LSN_MEM_PORT=$((BASE + 5))    # fresh lsnpool for the idle-clients memory test
 PGB_PORT=$((BASE + 9))        # PgBouncer
@@ -172,7 +173,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE="$(ulimit -n)"
 note "open files limit: $NOFILE"
 
-for p in "$LSN_PORT" "$LSN_OFF_PORT" "$LSN_RAW_PORT" "$LSN_MEM_PORT" "$PGB_PORT" "$PGB_MEM_PORT"; do
+for p in "$LSN_PORT" "$LSN_OFF_PORT" "$LSN_CAP_PORT" "$LSN_RAW_PORT" "$LSN_MEM_PORT" "$PGB_PORT" "$PGB_MEM_PORT"; do
     port_free "$p" || die "port $p is in use (another bench run? set BENCH_PORT_BASE)"
 done
 
@@ -318,6 +319,7 @@ target_conn() {     # port database pid-of-the-pooler
         lsnpool_primary)     echo "$LSN_PORT app_primary $LSN_PID" ;;
         lsnpool_appdb)       echo "$LSN_PORT appdb $LSN_PID" ;;
         lsnpool_appdb_nocap) echo "$LSN_OFF_PORT appdb ${LSN_OFF_PID:--}" ;;
+        lsnpool_appdb_cap)   echo "$LSN_CAP_PORT appdb ${LSN_CAP_PID:--}" ;;
     esac
 }
 
@@ -400,12 +402,17 @@ done
 log "commit-LSN capture: tpcb-like simple, 50 clients, lsnpool appdb, on vs off, $CAP_REPS rep(s)"
 lsnpool_config "$W/lsnpool-nocap.toml" "$LSN_OFF_PORT"
 start_lsnpool lsnpool-nocap "$W/lsnpool-nocap.toml" "$LSN_OFF_PORT" LSNPOOL_ROUTING__CAPTURE_COMMIT_LSN=false; LSN_OFF_PID=$STARTED_PID
+# Both sides fresh and alike but for the setting (the matrix's instance has served 500-client
+# runs, which would make it the odd one out).
+lsnpool_config "$W/lsnpool-cap.toml" "$LSN_CAP_PORT"
+start_lsnpool lsnpool-cap "$W/lsnpool-cap.toml" "$LSN_CAP_PORT"; LSN_CAP_PID=$STARTED_PID
 printf 'workload\tclients\ttarget\trep\tstatus\ttps\txacts\tpooler_cpu_s\terror\n' >"$CAP_TSV"
 for rep in $(seq "$CAP_REPS"); do
-    if (( rep % 2 )); then order=(lsnpool_appdb lsnpool_appdb_nocap); else order=(lsnpool_appdb_nocap lsnpool_appdb); fi
+    if (( rep % 2 )); then order=(lsnpool_appdb_cap lsnpool_appdb_nocap); else order=(lsnpool_appdb_nocap lsnpool_appdb_cap); fi
     for tg in "${order[@]}"; do run_pgbench "$CAP_TSV" "tpcb-like simple" 50 "$tg" "$rep" "$CAP_T"; done
 done
 stop_pid "$LSN_OFF_PID"
+stop_pid "$LSN_CAP_PID"
 
 # The throughput instances are done: stop them so they do not poll or hold memory meanwhile.
 stop_pid "$LSN_PID"
@@ -590,9 +597,9 @@ for wl in "${WORKLOADS[@]}"; do
         target_row "$wl, ${TNAME[$tg]}: 500 clients through pool $POOL within 10 % of 50 clients" "$r× ($a vs $b tps); PgBouncer $(ratio "$pa" "$pb")×" "$(ge "$r" 0.9)"
     done
 done
-on=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb); off=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap); r=$(ratio "$on" "$off")
-read -r _ on_min on_max _ <<<"$(stats "$CAP_TSV" "$TP" 50 lsnpool_appdb)"; read -r _ off_min off_max _ <<<"$(stats "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap)"
-target_row "tpcb-like, 50 clients, lsnpool appdb: capture on ≥ 0.95× capture off" "$r× ($on vs $off tps; runs: on $on_min–$on_max, off $off_min–$off_max; pooler CPU $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb) vs $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap) µs per transaction)" "$(ge "$r" 0.95)"
+on=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb_cap); off=$(median "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap); r=$(ratio "$on" "$off")
+read -r _ on_min on_max _ <<<"$(stats "$CAP_TSV" "$TP" 50 lsnpool_appdb_cap)"; read -r _ off_min off_max _ <<<"$(stats "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap)"
+target_row "tpcb-like, 50 clients, lsnpool appdb: capture on ≥ 0.95× capture off" "$r× ($on vs $off tps; runs: on $on_min–$on_max, off $off_min–$off_max; pooler CPU $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb_cap) vs $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap) µs per transaction)" "$(ge "$r" 0.95)"
 bpc=$(kv "$W/mem-lsnpool.txt" bytes_per_client); reached=$(kv "$W/mem-lsnpool.txt" reached)
 ok=-; [[ -n "$bpc" && "${reached:-0}" -gt 0 ]] && ok=$(awk -v b="$bpc" 'BEGIN { print (b <= 2048) ? 1 : 0 }')
 target_row "≤ 2 KiB RSS per idle client (lsnpool)" "${bpc:-–} bytes/client (${reached:-0} clients)" "$ok"
@@ -638,12 +645,12 @@ echo
 
 echo "## Commit-LSN capture"
 echo
-echo "tpcb-like \`-M simple\`, 50 clients, through lsnpool appdb, ${CAP_T} s runs, alternated, $CAP_REPS run(s) each; capture off with"
+echo "tpcb-like \`-M simple\`, 50 clients, through two fresh lsnpool instances (appdb) alike but for this setting, ${CAP_T} s runs, alternated, $CAP_REPS run(s) each; capture off with"
 echo "\`LSNPOOL_ROUTING__CAPTURE_COMMIT_LSN=false\` (then reads after writes have no LSN to go by)."
 echo
 echo "| capture | tps | lsnpool CPU / transaction (µs) |"
 echo "|---|---:|---:|"
-echo "| on | $(fmt_cell "$CAP_TSV" "$TP" 50 lsnpool_appdb) | $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb) |"
+echo "| on | $(fmt_cell "$CAP_TSV" "$TP" 50 lsnpool_appdb_cap) | $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb_cap) |"
 echo "| off | $(fmt_cell "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap) | $(cpu_us "$CAP_TSV" "$TP" 50 lsnpool_appdb_nocap) |"
 echo "| on / off | $(ratio "$on" "$off") | |"
 echo
