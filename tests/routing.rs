@@ -944,6 +944,28 @@ async fn commit_lsn_is_learned_when_the_capture_statement_was_dropped() {
     drop_table(&t).await;
 }
 
+/// Statements dropped and a transaction chained in one Query: the commit LSN query must not
+/// run (and fail) inside the chained transaction, nor Bind a statement the DEALLOCATE ALL just
+/// dropped; the client's transaction goes on untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_and_commit_and_chain_leave_the_transaction_intact() {
+    let _topo = shared();
+    let p = start_ready(PoolerOpts::new().pool_size(1)).await;
+    let t = unique("rt_chain");
+    counter_table(&t, [1]).await;
+    let c = p.app().await;
+    let bump = format!("UPDATE {t} SET v = v + 1 WHERE id = 1");
+    c.simple_query(&bump).await.unwrap(); // the capture statement now exists on the connection
+    c.simple_query(&format!("BEGIN; {bump}")).await.unwrap();
+    c.simple_query("DEALLOCATE ALL; COMMIT AND CHAIN").await.expect("DEALLOCATE ALL; COMMIT AND CHAIN");
+    c.simple_query(&bump).await.expect("the chained transaction must still be usable");
+    c.simple_query("COMMIT").await.expect("COMMIT of the chained transaction");
+    c.simple_query(&bump).await.expect("a transaction after the chain");
+    let v = one_row(&c, &format!("SELECT v FROM {t} WHERE id = 1")).await.unwrap();
+    assert_eq!(v[0].as_deref(), Some("4"), "every update committed and is visible to its writer");
+    drop_table(&t).await;
+}
+
 // ================================================================== 7. SHOW ROUTING / SHOW REPLICAS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,4 +9,4 @@ mod statements;
 pub use manager::{NodePool, PoolSettings, ServerManager, ServerTarget};
 pub use params::{is_tracked_reported, ParamSync, ParamSyncPlan};
 pub use server::{InternalReply, ServerConn, ServerError, ServerKey};
-pub use statements::{statement_name, StatementCache, StatementId, StatementName};
+pub use statements::{statement_name, CaptureStatement, StatementCache, StatementId, StatementName};

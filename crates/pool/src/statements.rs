@@ -62,13 +62,24 @@ struct Entry {
     last_used: u64,
 }
 
+/// The pooler's own commit-LSN statement on one server connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaptureStatement {
+    #[default]
+    Unprepared,
+    Ready(StatementId),
+    /// May or may not exist any more (an error in its segment, a DISCARD ALL that may have
+    /// run before or after it was prepared): Close it, then prepare a new one.
+    Stale(StatementId),
+}
+
 #[derive(Default)]
 pub struct StatementCache {
     by_hash: HashMap<u64, Entry>,
     tick: u64,
-    /// The pooler's own commit-LSN query, once prepared here. Kept apart from clients'
-    /// statements: never evicted, gone with them on DISCARD ALL / DEALLOCATE ALL.
-    capture: Option<StatementId>,
+    /// The pooler's own commit-LSN query. Kept apart from clients' statements: never
+    /// evicted, and never leaked (a statement in doubt is Closed before the next Parse).
+    capture: CaptureStatement,
 }
 
 impl StatementCache {
@@ -115,17 +126,25 @@ impl StatementCache {
     }
 
     /// After DISCARD ALL / DEALLOCATE ALL ran on the server.
+    /// (The capture statement may have been prepared after the DISCARD ran, in the same flight.)
     pub fn clear(&mut self) {
         self.by_hash.clear();
-        self.capture = None;
+        self.capture_in_doubt();
     }
 
-    pub fn capture(&self) -> Option<StatementId> {
+    pub fn capture(&self) -> CaptureStatement {
         self.capture
     }
 
-    pub fn set_capture(&mut self, id: Option<StatementId>) {
-        self.capture = id;
+    pub fn set_capture(&mut self, c: CaptureStatement) {
+        self.capture = c;
+    }
+
+    /// The capture statement may be gone: an error answered it, or statements were dropped.
+    pub fn capture_in_doubt(&mut self) {
+        if let CaptureStatement::Ready(id) = self.capture {
+            self.capture = CaptureStatement::Stale(id);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::prepared::{ClientStatement, ClientStatements};
 use bytes::{Buf, Bytes, BytesMut};
 use lsnpool_router::{classify_bytes as classify_sql, Classification, Deallocate, StatementClass};
 use lsnpool_router::Lsn;
-use lsnpool_pool::{ParamSync, ServerConn, StatementId, StatementName};
+use lsnpool_pool::{CaptureStatement, ParamSync, ServerConn, StatementId, StatementName};
 use lsnpool_protocol::backend::{self, TxStatus};
 use lsnpool_protocol::frame::{Frames, Header};
 use lsnpool_protocol::frontend;
@@ -400,6 +400,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     // After the rename: this very Bind still needs the statement it executes.
                     if class.is_some_and(|c| c.deallocate == Some(Deallocate::All)) {
                         self.state.statements.clear();
+                        self.server.statements.capture_in_doubt();
                     }
                 }
                 frontend::DESCRIBE => {
@@ -456,6 +457,8 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     let class = known.unwrap_or_else(|| classify_sql(sql));
                     if drops_all_statements(&class, sql) {
                         self.state.statements.clear();
+                        // A capture behind it in this flight must not Bind a dropped statement.
+                        self.server.statements.capture_in_doubt();
                     }
                     self.note_statement(Some(&class));
                     if self.capture_due() {
@@ -555,9 +558,11 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         if c.write || c.calls_functions {
             self.may_write = true;
         }
-        if c.ends_transaction {
+        if c.ends_transaction && !c.chain {
             self.predicted_in_txn = false;
-        } else if matches!(c.first, StatementClass::Begin { .. }) {
+        } else if c.chain || matches!(c.first, StatementClass::Begin { .. }) {
+            // AND CHAIN opens the next transaction at once: a capture there would run, and
+            // could fail, inside the client's transaction. The chain's last COMMIT captures.
             self.predicted_in_txn = true;
         }
     }
@@ -570,11 +575,15 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     /// write: the answer comes back in the same flight, with no extra round trip.
     fn append_capture(&mut self) {
         let id = match self.server.statements.capture() {
-            Some(id) => id,
-            None => {
+            CaptureStatement::Ready(id) => id,
+            prior => {
+                if let CaptureStatement::Stale(old) = prior {
+                    // Closing a statement that no longer exists is not an error.
+                    frontend::target(&mut self.to_server, frontend::CLOSE, b'S', StatementName::new(old).as_bytes());
+                }
                 let id = StatementId::next();
                 frontend::parse_with_body(&mut self.to_server, StatementName::new(id).as_bytes(), CAPTURE_PARSE_BODY);
-                self.server.statements.set_capture(Some(id));
+                self.server.statements.set_capture(CaptureStatement::Ready(id));
                 id
             }
         };
@@ -599,9 +608,10 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     .and_then(|v| v.parse::<Lsn>().ok());
             }
             backend::ERROR_RESPONSE => {
-                // The statement may be gone (a client's DEALLOCATE) or the transaction aborted:
-                // prepare it afresh next time. This commit's LSN comes from a separate query.
-                self.server.statements.set_capture(None);
+                // The statement may be gone (a client's DEALLOCATE), its Parse may have failed,
+                // or the transaction was aborted: replace it next time (Close, then Parse).
+                // This commit's LSN comes from a separate query.
+                self.server.statements.capture_in_doubt();
             }
             backend::READY_FOR_QUERY => {
                 self.status = backend::parse_ready_for_query(frame)
@@ -637,7 +647,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                     None => self.may_write |= wrote,
                 }
             }
-            _ => {} // ParseComplete, BindComplete, CommandComplete
+            _ => {} // CloseComplete, ParseComplete, BindComplete, CommandComplete
         }
         Ok(())
     }
