@@ -460,10 +460,23 @@ async fn consistency_commands_in_the_extended_protocol_are_answered_by_the_poole
     c.send_fe(Fe::new().query("SHOW lsnpool.consistency")).await;
     assert_eq!(rows0(&c.until_ready().await), vec!["strong".to_string()]);
 
-    // Other shapes (here Describe before Bind) go to the server as before, and still work.
+    // Other shapes (here Describe before Bind) are refused: a server would take the setting
+    // as a placeholder and ignore it. The connection stays usable.
     c.send_fe(Fe::new().parse("", "RESET lsnpool.consistency", &[]).describe_statement("").bind("", "", &[]).execute("", 0).sync()).await;
     let msgs = c.until_ready().await;
-    assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "{msgs:?}");
+    assert_eq!(tags(&msgs), "EZ", "{msgs:?}");
+    assert_eq!(err_code(&msgs), "0A000");
+
+    // A batch split across TCP segments is still answered by the pooler: it waits for the Sync.
+    let mut batch = Fe::new();
+    batch.parse("", "SET lsnpool.consistency = 'eventual'", &[]).bind("", "", &[]).describe_portal("").execute("", 0).sync();
+    let (head, tail) = batch.0.split_at(batch.0.len() - 12);
+    c.send_fe(&mut Fe(head.to_vec())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send_fe(&mut Fe(tail.to_vec())).await;
+    assert_eq!(tags(&c.until_ready().await), "12nCZ");
+    c.send_fe(Fe::new().query("SHOW lsnpool.consistency")).await;
+    assert_eq!(rows0(&c.until_ready().await), vec!["eventual".to_string()]);
     // Describe of the statement adds its (empty) ParameterDescription; without a Describe
     // there is no RowDescription.
     c.send_fe(Fe::new().parse("", "RESET lsnpool.consistency", &[]).bind("", "", &[]).describe_statement("").execute("", 0).sync()).await;

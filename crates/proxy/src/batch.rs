@@ -70,7 +70,7 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
                         info.parsed_pooler = Some(cmd);
                     }
                 }
-                if h.tag == frontend::QUERY && c.statements == 1 {
+                if h.tag == frontend::QUERY && at_start && c.statements == 1 {
                     if let StatementClass::Pooler(cmd) = c.first {
                         info.pooler = Some(cmd);
                     }
@@ -90,7 +90,7 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
 
 
 /// A pooler command sent as Parse, Bind, an optional Describe, Execute and Sync, all of the
-/// unnamed statement and portal and without parameters.
+/// unnamed statement and portal, without parameters and with text results.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtendedCommand {
     /// Bytes up to and including the Sync.
@@ -99,39 +99,65 @@ pub struct ExtendedCommand {
     pub describe: Option<u8>,
 }
 
-/// Whether the buffer starts with exactly such a batch (the Parse already classified as a
-/// pooler command by [`analyze`]); anything else goes to a server as usual.
-pub fn extended_command(buf: &[u8], max_message_size: usize) -> Option<ExtendedCommand> {
+/// What follows an unnamed Parse of a pooler command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extended {
+    /// The whole batch, in a shape the pooler answers itself.
+    Answer(ExtendedCommand),
+    /// Its Sync has not arrived yet.
+    Incomplete,
+    /// Another shape (a Flush, parameters, binary results, a row limit...): the server would
+    /// take the setting as a meaningless placeholder, so it is refused instead.
+    Other,
+}
+
+/// Reads the batch at the start of `buf`, whose first frame [`analyze`] found to be an unnamed
+/// Parse of the pooler command `cmd`.
+pub fn extended_command(buf: &[u8], max_message_size: usize, cmd: PoolerCommand) -> Extended {
+    let show = cmd == PoolerCommand::ShowConsistency;
     let mut frames = Frames::new(buf, max_message_size).map_while(Result::ok);
     let mut len = 0;
-    let (h, frame) = frames.next()?;
-    let parse = frontend::parse_parse(frame).filter(|p| h.tag == frontend::PARSE && p.name.is_empty())?;
-    // No parameter types: the body is the query, its NUL and a zero count.
-    if parse.body.len() != parse.query.len() + 3 {
-        return None;
-    }
-    len += h.frame_len;
-    let (h, frame) = frames.next()?;
-    frontend::parse_bind(frame).filter(|b| h.tag == frontend::BIND && b.portal.is_empty() && b.statement.is_empty())?;
-    len += h.frame_len;
     let mut describe = None;
-    let (mut h, mut frame) = frames.next()?;
-    if h.tag == frontend::DESCRIBE {
-        let (kind, name) = frontend::parse_target(frame)?;
-        if !name.is_empty() {
-            return None;
-        }
-        describe = Some(kind);
+    let mut step = 0; // 0 Parse, 1 Bind, 2 Describe or Execute, 3 Sync
+    loop {
+        let Some((h, frame)) = frames.next() else { return Extended::Incomplete };
         len += h.frame_len;
-        (h, frame) = frames.next()?;
+        let ok = match (step, h.tag) {
+            // No parameter types: the body is the query, its NUL and a zero count.
+            (0, frontend::PARSE) => frontend::parse_parse(frame).is_some_and(|p| p.name.is_empty() && p.body.len() == p.query.len() + 3),
+            (1, frontend::BIND) => frontend::parse_bind(frame).is_some_and(|b| b.portal.is_empty() && b.statement.is_empty() && no_params_text_results(b.rest)),
+            (2, frontend::DESCRIBE) if describe.is_none() => match frontend::parse_target(frame) {
+                Some((kind @ (b'S' | b'P'), name)) if name.is_empty() => {
+                    describe = Some(kind);
+                    step -= 1; // an Execute still follows
+                    true
+                }
+                _ => false,
+            },
+            (2, frontend::EXECUTE) => frontend::parse_execute(frame).is_some_and(|portal| portal.is_empty())
+                // A row limit would suspend SHOW's portal; SET and RESET return no rows.
+                && (!show || frame.get(frame.len().saturating_sub(4)..).is_some_and(|n| n == [0, 0, 0, 0])),
+            (3, frontend::SYNC) => return Extended::Answer(ExtendedCommand { len, describe }),
+            _ => false,
+        };
+        if !ok {
+            return Extended::Other;
+        }
+        step += 1;
     }
-    let portal = frontend::parse_execute(frame).filter(|_| h.tag == frontend::EXECUTE)?;
-    if !portal.is_empty() {
-        return None;
+}
+
+/// A Bind's tail (after portal and statement names): no parameters, text results only.
+fn no_params_text_results(rest: &[u8]) -> bool {
+    let i16_at = |pos: usize| rest.get(pos..pos + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+    let Some(formats) = i16_at(0) else { return false };
+    let Ok(formats) = usize::try_from(formats) else { return false };
+    let pos = 2 + 2 * formats;
+    if i16_at(pos) != Some(0) {
+        return false; // parameters
     }
-    len += h.frame_len;
-    let (h, _) = frames.next()?;
-    (h.tag == frontend::SYNC).then_some(ExtendedCommand { len: len + h.frame_len, describe })
+    let Some(results) = i16_at(pos + 2).and_then(|n| usize::try_from(n).ok()) else { return false };
+    (0..results).all(|i| i16_at(pos + 4 + 2 * i) == Some(0))
 }
 
 /// Length of a batch made only of named Parses and its Sync (what PQprepare and

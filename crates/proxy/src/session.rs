@@ -171,12 +171,24 @@ impl Session {
             return Ok(());
         }
         if let Some(cmd) = info.parsed_pooler {
-            if let Some(x) = batch::extended_command(&self.client.rbuf, self.client.max_message_size) {
-                self.client.rbuf.advance(x.len);
-                let default = self.login.db.consistency;
-                local::answer_extended(cmd, x.describe, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
-                return Ok(());
+            match batch::extended_command(&self.client.rbuf, self.client.max_message_size, cmd) {
+                batch::Extended::Answer(x) => {
+                    self.client.rbuf.advance(x.len);
+                    let default = self.login.db.consistency;
+                    local::answer_extended(cmd, x.describe, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+                }
+                // The rest of the batch decides who answers it: wait for it.
+                batch::Extended::Incomplete => match self.read_idle().await {
+                    Ok(Some(0)) | Err(_) => return Err("client closed the connection"),
+                    Ok(_) => {}
+                },
+                batch::Extended::Other => self.refuse_batch(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "lsnpool answers lsnpool.consistency commands sent as a simple Query, or as Parse/Bind/Execute/Sync of the unnamed statement without parameters",
+                    Some("send SET lsnpool.consistency = '...' as a simple query (for example through your driver's execute-without-parameters call)"),
+                ),
             }
+            return Ok(());
         }
         if self.held.is_none() {
             if let Some(len) = batch::parse_only(&self.client.rbuf, self.client.max_message_size) {
