@@ -92,12 +92,13 @@ impl Pooler {
                     *servers.entry((s.label.to_string(), s.is_active())).or_default() += 1;
                     seen_nodes.insert(s.label.to_string());
                 }
-                let mut maxwait: HashMap<&str, f64> = HashMap::new();
-                let waits = pooler.cancels.max_waits();
-                for ((node, _user), waited) in &waits {
-                    let e = maxwait.entry(node.as_ref()).or_default();
+                let mut maxwait: HashMap<String, f64> = HashMap::new();
+                for ((node, _user), waited) in pooler.cancels.max_waits() {
+                    let e = maxwait.entry(node.to_string()).or_default();
                     *e = e.max(waited.as_secs_f64());
                 }
+                // A node clients queue for may have no connection at all (it is down).
+                seen_nodes.extend(maxwait.keys().cloned());
                 for node in &seen_nodes {
                     // PgBouncer's maxwait: how long the oldest waiting client has waited.
                     let w = maxwait.get(node.as_str()).copied().unwrap_or(0.0);
