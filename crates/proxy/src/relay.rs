@@ -82,11 +82,18 @@ pub struct RelayPlan {
     pub first_query: Option<Classification>,
 }
 
-/// The statement the pooler appends behind a transaction's last message to learn its commit
-/// LSN (the insert position is at or past the end of the commit record), as a Parse body
-/// (query, no parameter types): prepared once per server connection, so a commit costs the
-/// server a Bind and an Execute, not a parse and a plan.
-const CAPTURE_PARSE_BODY: &[u8] = b"SELECT pg_catalog.pg_current_wal_insert_lsn()\0\0\0";
+/// The query the pooler runs behind a transaction's last message to learn its commit LSN: the
+/// insert position is at or past the end of the commit record.
+macro_rules! capture_query {
+    () => {
+        "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+    };
+}
+/// Also run alone when a commit's LSN could not ride along (`Session::capture_separately`).
+pub(crate) const CAPTURE_SQL: &str = capture_query!();
+/// Its Parse body (query, no parameter types): prepared once per server connection, so a
+/// commit costs the server a Bind and an Execute, not a parse and a plan.
+const CAPTURE_PARSE_BODY: &[u8] = concat!(capture_query!(), "\0\0\0").as_bytes();
 
 struct RetryGuard {
     /// Every client byte sent to the replica, to replay on the primary.

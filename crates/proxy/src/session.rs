@@ -454,7 +454,7 @@ impl Session {
     /// one round trip to learn its LSN before anyone can read after it.
     async fn capture_separately(&mut self, server: &mut Server) {
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
-        match server.simple_query("SELECT pg_catalog.pg_current_wal_insert_lsn()", timeout).await {
+        match server.simple_query(crate::relay::CAPTURE_SQL, timeout).await {
             Ok(reply) => {
                 let lsn = reply.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<Lsn>().ok());
                 if let Some(lsn) = lsn {
