@@ -14,7 +14,7 @@
 use criterion::{Criterion, Throughput};
 use lsnpool_protocol::backend::{command_complete, data_row, ready_for_query, row_description, TxStatus};
 use lsnpool_protocol::frame::Frames;
-use lsnpool_router::{classify, decide, Consistency, Lsn, NodeId, ReplicaView, Request, RoutingMode};
+use lsnpool_router::{classify, decide, ClientLsns, Consistency, Lsn, NodeId, ReplicaView, Request, RoutingMode};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::io::Write;
@@ -119,16 +119,16 @@ fn server_replies() -> (Vec<u8>, u64) {
 }
 
 fn request(last_commit: u64, writes: bool) -> Request {
+    let mut lsns = ClientLsns::default();
+    lsns.learn_commit(Lsn(last_commit));
     Request {
         mode: RoutingMode::Automatic,
         consistency: Consistency::ReadYourWrites,
         writes,
         hint_primary: false,
-        last_commit: Lsn(last_commit),
-        last_read: Lsn(0),
+        lsns,
         global_commit: Lsn(0),
         max_lag: Duration::from_secs(10),
-        sticky: None,
         tiebreak: 7,
         // routing.probe_max_lag's default
         probe_below: Duration::from_millis(5),

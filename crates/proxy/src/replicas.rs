@@ -33,18 +33,6 @@ pub fn views(state: &ClusterState, out: &mut Vec<ReplicaView>) {
     }));
 }
 
-pub fn global_commit(state: &ClusterState) -> Lsn {
-    state.highest_commit_lsn()
-}
-
-pub fn note_commit(state: &ClusterState, lsn: Lsn) {
-    state.note_commit_lsn(lsn);
-}
-
-pub async fn wait_for_replay(state: &ClusterState, node: lsnpool_router::NodeId, lsn: Lsn, timeout: Duration) -> bool {
-    state.wait_for_replay(node, lsn, timeout).await
-}
-
 /// One node as SHOW REPLICAS shows it.
 pub struct NodeRow {
     pub node: String,

@@ -1,31 +1,29 @@
 //! A logged-in client: idle between transactions (holding no server connection and no
 //! buffers), then one transaction at a time on a server connection borrowed from a pool.
 
-use crate::cancel::{CancelSlot, ClientState};
+use crate::batch;
+use crate::cancel::CancelSlot;
+use crate::lease::{Borrower, Lease};
 use crate::listener::Pooler;
-use crate::login::LoggedIn;
-use crate::batch::{self, BatchInfo};
 use crate::local;
+use crate::login::LoggedIn;
 use crate::prepared::ClientStatements;
 use crate::relay::{flush_now, peek_header, ClientIo, Outcome, Relay, RelayPlan, SessionState};
-use crate::replicas::{self, ClusterState};
+use crate::replicas::ClusterState;
+use crate::routing::{ClientRouter, Probed, Surroundings, Target};
 use crate::stats::DbStats;
 use crate::topology::{ClusterPools, Database};
-use lsnpool_router::{decide, Consistency, Decision, Hint, Lsn, NodeId, PrimaryReason, ReplicaView, Request, Route, RoutingMode};
 use bytes::{Buf, BytesMut};
-use deadpool::managed::{Object, PoolError, TimeoutType};
 use lsnpool_config::PoolMode;
-use lsnpool_pool::ServerManager;
 use lsnpool_protocol::backend::{self, PoolerError, TxStatus};
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::{frontend, sqlstate};
+use lsnpool_router::{Lsn, PrimaryReason, Route, RoutingMode};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
-
-type Server = Object<ServerManager>;
 
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -35,16 +33,10 @@ pub struct Session {
     login: LoggedIn,
     pools: Arc<ClusterPools>,
     statements: ClientStatements,
-    /// A replica connection the router already borrowed to ask for its replay LSN.
-    /// Boxed for the same reason as `held`.
-    probed: Option<Box<Server>>,
     /// Session pool mode keeps its server connection between transactions.
     /// Boxed: inline, an absent server connection would still cost every client its size.
-    held: Option<Box<(Server, Target)>>,
-    cluster: Arc<ClusterState>,
-    routing: ClientRouting,
-    /// Reused for every routing decision: no allocation per transaction.
-    views: Vec<ReplicaView>,
+    held: Option<Box<(Lease, Target)>>,
+    router: ClientRouter,
     /// A batch was refused with an error: drop the rest of it, up to its Sync.
     skip_until_sync: bool,
     peer: SocketAddr,
@@ -61,24 +53,16 @@ impl Session {
         pipelined: BytesMut,
     ) -> Session {
         let max_message_size = login.topology.config.pooler.max_message_size;
-        let routing = ClientRouting {
-            consistency: login.db.consistency,
-            last_commit: Lsn::ZERO,
-            last_read: Lsn::ZERO,
-            sticky: None,
-        };
+        let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32);
         DbStats::add(&login.db.stats.client_login_count, 1);
         Session {
             pooler,
-            cluster,
-            routing,
-            views: Vec::new(),
+            router,
             client: ClientIo { stream, rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
             login,
             pools,
             statements: ClientStatements::default(),
             held: None,
-            probed: None,
             skip_until_sync: false,
             peer,
         }
@@ -92,7 +76,8 @@ impl Session {
             let why = self.serve().await;
             if let Some(held) = self.held.take() {
                 // Boxed, like the transaction: rare paths must not size every idle client's task.
-                Box::pin(async { self.end_server(held.0, true, TxStatus::Idle).await }).await;
+                let timeout = self.login.topology.config.pooler.query_wait_timeout;
+                Box::pin(held.0.end(true, TxStatus::Idle, true, timeout)).await;
             }
             // Boxed too: its write-readiness future would otherwise sit beside `serve`'s.
             let _ = Box::pin(self.flush_client()).await;
@@ -167,7 +152,7 @@ impl Session {
                 self.client.rbuf.advance(h.frame_len);
             }
             let default = self.login.db.consistency;
-            local::answer(cmd, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+            local::answer(cmd, &mut self.router.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
             return Ok(());
         }
         if let Some(cmd) = info.parsed_pooler {
@@ -175,7 +160,7 @@ impl Session {
                 batch::Extended::Answer(x) => {
                     self.client.rbuf.advance(x.len);
                     let default = self.login.db.consistency;
-                    local::answer_extended(cmd, x.describe, &mut self.routing.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+                    local::answer_extended(cmd, x.describe, &mut self.router.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
                 }
                 // The rest of the batch decides who answers it: wait for it.
                 batch::Extended::Incomplete => match self.read_idle().await {
@@ -207,22 +192,27 @@ impl Session {
         }
         let mut forced = None;
         loop {
-            let cluster = self.cluster.clone();
+            let cluster = self.router.cluster().clone();
             let mut _outstanding = None;
             let (mut server, target) = match self.held.take() {
                 Some(held) => *held,
                 None => {
-                    let target = self.choose(&info, forced).await;
+                    let (target, probed) = {
+                        let topology = &self.login.topology;
+                        let env = Surroundings {
+                            routing: &topology.config.routing,
+                            pool_mode: topology.pool_mode(),
+                            pools: &self.pools,
+                            query_timeout: topology.config.pooler.query_wait_timeout,
+                        };
+                        self.router.choose(&info, forced, &env).await
+                    };
                     // Counted from the decision on, so concurrent decisions spread the load.
                     _outstanding = match target.route {
                         Route::Replica(node) => cluster.begin_read(node),
                         Route::Primary => Some(cluster.begin_primary()),
                     };
-                    let server = match self.probed.take() {
-                        Some(probed) => self.prepare(*probed).await,
-                        None => self.checkout(target.route).await,
-                    };
-                    match server {
+                    match self.lease(target.route, probed).await {
                         Some(s) => (s, target),
                         None => return Ok(()),
                     }
@@ -231,7 +221,7 @@ impl Session {
             let config = &self.login.topology.config;
             let plan = RelayPlan {
                 capture_lsn: target.route == Route::Primary && config.routing.capture_commit_lsn,
-                capture_reads: target.monotonic_fallback && config.routing.capture_commit_lsn,
+                capture_reads: target.capture_reads && config.routing.capture_commit_lsn,
                 retry_guard: matches!(target.route, Route::Replica(_))
                     && self.login.db.mode == RoutingMode::Automatic
                     && !info.read_only_txn
@@ -250,20 +240,18 @@ impl Session {
             };
             slot.set_server(None);
             if let Some(lsn) = captured {
-                self.learn_commit(lsn);
+                self.router.learn_commit(lsn);
             }
             if let Some(lsn) = captured_read {
-                self.routing.last_read = self.routing.last_read.max(lsn);
+                self.router.learn_read(lsn);
             }
+            let timeout = self.login.topology.config.pooler.query_wait_timeout;
             match outcome {
                 Outcome::Done => {
                     if plan.capture_lsn && may_write {
                         self.capture_separately(&mut server).await;
                     }
-                    if let Route::Replica(node) = target.route {
-                        self.routing.last_read = self.routing.last_read.max(target.replay_lsn);
-                        self.routing.sticky = Some(node);
-                    }
+                    self.router.served(&target);
                     if self.login.topology.pool_mode() == PoolMode::Session {
                         self.held = Some(Box::new((server, target)));
                     } else {
@@ -281,16 +269,16 @@ impl Session {
                     tracing::debug!(client = %self.peer, "replica refused a write (25006); retrying on the primary");
                 }
                 Outcome::ClientGone { server_idle, status } => {
-                    self.end_server(server, server_idle, status).await;
+                    server.end(server_idle, status, self.login.topology.pool_mode() == PoolMode::Session, timeout).await;
                     return Err("client closed the connection mid-transaction");
                 }
                 Outcome::ServerLost => {
                     tracing::warn!(client = %self.peer, node = %server.label, "server connection lost mid-transaction");
-                    discard(server);
+                    server.discard();
                     return Err("server connection lost");
                 }
                 Outcome::ClientViolation => {
-                    discard(server);
+                    server.discard();
                     return Err("protocol violation");
                 }
             }
@@ -327,139 +315,15 @@ impl Session {
         self.statements.get(&name).is_some().then_some(name)
     }
 
-    /// Where the transaction runs: the router's pure decision over the replicas' last polled
-    /// state, plus the optional wait for a replica to catch up.
-    async fn choose(&mut self, info: &BatchInfo, forced: Option<PrimaryReason>) -> Target {
-        let db = self.login.db.clone();
-        let primary = |reason: PrimaryReason| {
-            DbStats::add(db.stats.primary(reason), 1);
-            db.stats.metrics.routed_primary(reason).increment(1);
-            Target { route: Route::Primary, replay_lsn: Lsn::ZERO, monotonic_fallback: false }
-        };
-        if let Some(reason) = forced {
-            return primary(reason);
-        }
-        let cluster = self.cluster.clone();
-        let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
-        if session_mode && db.mode == RoutingMode::Automatic {
-            // A session keeps one server connection for all its statements: only the primary
-            // can run them all.
-            return primary(PrimaryReason::Write);
-        }
-        let topology = self.login.topology.clone();
-        let routing_cfg = &topology.config.routing;
-        let consistency = match info.hint {
-            Some(Hint::Consistency(c)) => c,
-            _ => self.routing.consistency,
-        };
-        let request = Request {
-            mode: db.mode,
-            consistency,
-            writes: info.writes,
-            hint_primary: info.hint == Some(Hint::Primary),
-            last_commit: self.routing.last_commit,
-            last_read: self.routing.last_read,
-            global_commit: replicas::global_commit(&cluster),
-            max_lag: routing_cfg.max_replica_lag,
-            sticky: self.routing.sticky,
-            tiebreak: self.slot().pid as u32,
-            probe_below: routing_cfg.probe_max_lag,
-        };
-        replicas::views(&cluster, &mut self.views);
-        let mut decision = decide(&request, &self.views);
-        if let Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. } = decision {
-            let asked = Instant::now();
-            if let Some((server, replay_lsn)) = self.probe_replica(node, needed).await {
-                // The probe borrowed the connection: its wait counts like a checkout's.
-                let waited = asked.elapsed();
-                db.stats.metrics.server_wait_seconds.record(waited.as_secs_f64());
-                DbStats::add(&db.stats.wait_time_us, waited.as_micros() as u64);
-                DbStats::add(&db.stats.replica_reads, 1);
-                DbStats::add(&db.stats.probe_hits, 1);
-                db.stats.metrics.routed_replica.increment(1);
-                self.probed = Some(Box::new(server));
-                return Target { route: Route::Replica(node), replay_lsn, monotonic_fallback: false };
-            }
-            DbStats::add(&db.stats.probe_misses, 1);
-        }
-        if let Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(node), needed, .. } = decision {
-            let wait = routing_cfg.lsn_wait_timeout;
-            if !wait.is_zero() {
-                let t0 = Instant::now();
-                let caught_up = replicas::wait_for_replay(&cluster, node, needed, wait).await;
-                DbStats::add(&db.stats.catchup_waits, 1);
-                DbStats::add(&db.stats.catchup_wait_us, t0.elapsed().as_micros() as u64);
-                db.stats.metrics.catchup_wait_seconds.record(t0.elapsed().as_secs_f64());
-                if caught_up {
-                    replicas::views(&cluster, &mut self.views);
-                    decision = Decision::Replica(node);
-                }
-            }
-        }
-        match decision {
-            Decision::Replica(node) => {
-                DbStats::add(&db.stats.replica_reads, 1);
-                db.stats.metrics.routed_replica.increment(1);
-                let replay_lsn = self.views.iter().find(|v| v.node == node).map_or(Lsn::ZERO, |v| v.replay_lsn);
-                tracing::debug!(client = %self.peer, replica = node.0, %replay_lsn, "read routed to replica");
-                Target { route: Route::Replica(node), replay_lsn, monotonic_fallback: false }
-            }
-            Decision::Primary { reason, .. } => {
-                tracing::debug!(client = %self.peer, reason = reason.as_str(), "routed to primary");
-                let mut target = primary(reason);
-                // A read the primary served in a replica's place: the client's next read must
-                // not see less, so learn how far this one saw.
-                target.monotonic_fallback = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp)
-                    && matches!(consistency, Consistency::ReadYourWrites | Consistency::Global);
-                target
-            }
-        }
-    }
-
-    /// Asks a replica that usually follows closely whether it has replayed `needed` yet (its
-    /// polled LSN is up to one poll interval old). Only an idle pooled connection is used: a
-    /// probe that had to wait would cost more than the primary read it tries to save.
-    async fn probe_replica(&mut self, node: NodeId, needed: Lsn) -> Option<(Server, Lsn)> {
-        let pool = self.pools.replicas.get(usize::from(node.0))?.clone();
-        let mut timeouts = pool.manager().timeouts();
-        timeouts.wait = Some(std::time::Duration::ZERO);
-        if pool.status().available == 0 {
-            return None;
-        }
-        let mut server = pool.timeout_get(&timeouts).await.ok()?;
-        let timeout = self.login.topology.config.pooler.query_wait_timeout;
-        match server.simple_query("SELECT pg_catalog.pg_last_wal_replay_lsn()", timeout).await {
-            Ok(reply) if reply.error.is_none() && reply.status == TxStatus::Idle => {
-                let lsn = reply.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<Lsn>().ok())?;
-                // What one client learned helps every client: the monitor's view moves too.
-                self.cluster.note_replay_lsn(node, lsn);
-                tracing::debug!(client = %self.peer, replica = node.0, %lsn, %needed, "asked a replica for its replay LSN");
-                (lsn >= needed).then_some((server, lsn))
-            }
-            _ => {
-                discard(server);
-                None
-            }
-        }
-    }
-
-    fn learn_commit(&mut self, lsn: Lsn) {
-        tracing::debug!(client = %self.peer, %lsn, "commit LSN learned");
-        self.routing.last_commit = self.routing.last_commit.max(lsn);
-        replicas::note_commit(&self.cluster, lsn);
-        DbStats::add(&self.login.db.stats.lsn_captured, 1);
-    }
-
     /// A transaction ended where the pooler did not predict it (so no LSN query rode along):
     /// one round trip to learn its LSN before anyone can read after it.
-    async fn capture_separately(&mut self, server: &mut Server) {
+    async fn capture_separately(&mut self, server: &mut Lease) {
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
         match server.simple_query(crate::relay::CAPTURE_SQL, timeout).await {
             Ok(reply) => {
-                let lsn = reply.value.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse::<Lsn>().ok());
-                if let Some(lsn) = lsn {
+                if let Some(lsn) = reply.value.as_deref().and_then(Lsn::from_text) {
                     DbStats::add(&self.login.db.stats.lsn_capture_round_trips, 1);
-                    self.learn_commit(lsn);
+                    self.router.learn_commit(lsn);
                 }
             }
             Err(e) => tracing::warn!(node = %server.label, error = %e, "could not read the commit LSN"),
@@ -470,153 +334,39 @@ impl Session {
         &self.login.registration.slot
     }
 
-    /// Borrows a server connection and brings its session parameters in line with the
-    /// client's. On failure the client's batch is answered with an error and `None` returned.
-    async fn checkout(&mut self, route: Route) -> Option<Server> {
-        let pools = self.pools.clone();
-        let pool = match route {
-            Route::Primary => &pools.primary,
-            Route::Replica(node) => match pools.replicas.get(usize::from(node.0)) {
-                Some(p) => p,
-                None => &pools.primary,
-            },
-        };
-        let wait_started = Instant::now();
-        let label = pool.manager().target().label.clone();
-        self.slot().start_wait(label.clone());
-        let got = {
-            let slot = self.slot().clone();
-            let cancelled = slot.waiting.notified();
-            let pooler = self.pooler.clone();
-            let db = self.login.db.clone();
-            let get = async {
-                pooler.wait_unpaused(&db.name).await;
-                pool.timeout_get(&pool.manager().timeouts()).await
-            };
-            tokio::select! {
-                r = get => Some(r),
-                _ = cancelled => None,
-            }
-        };
-        self.slot().end_wait(ClientState::Idle);
-        let waited = wait_started.elapsed();
-        self.login.db.stats.metrics.server_wait_seconds.record(waited.as_secs_f64());
-        DbStats::add(&self.login.db.stats.wait_time_us, waited.as_micros() as u64);
-        let server = match got {
+    /// A server connection on `route` (or the one a probe found fresh), its session
+    /// parameters brought in line with the client's. On failure the client's batch is
+    /// answered with an error and `None` returned.
+    async fn lease(&mut self, route: Route, probed: Option<Probed>) -> Option<Lease> {
+        let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
+        let lent = match probed {
+            Some(server) => Ok(Lease::lent(server, &who)),
             None => {
-                self.refuse_batch(sqlstate::QUERY_CANCELED, "canceling statement due to user request", None);
-                return None;
-            }
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                let settings = pool.manager().settings();
-                let (code, msg, hint) = match &e {
-                    PoolError::Timeout(TimeoutType::Wait) => (
-                        sqlstate::QUERY_CANCELED.to_string(),
-                        format!("query_wait_timeout: no server connection to {label} became free within {:?}", settings.wait_timeout),
-                        Some("raise pooler.query_wait_timeout or the pool size, or shorten transactions"),
-                    ),
-                    PoolError::Timeout(_) => (
-                        sqlstate::CONNECTION_FAILURE.to_string(),
-                        format!("could not connect to {label} within {:?}", settings.connect_timeout),
-                        Some("check that the server is up; pooler.server_connect_timeout governs the wait"),
-                    ),
-                    PoolError::Backend(se) => (se.sqlstate().to_string(), format!("could not connect to {label}: {se}"), None),
-                    _ => (sqlstate::ADMIN_SHUTDOWN.to_string(), format!("pool {label} is closed"), None),
+                let pool = match route {
+                    Route::Replica(node) => self.pools.replicas.get(usize::from(node.0)).unwrap_or(&self.pools.primary),
+                    Route::Primary => &self.pools.primary,
                 };
-                tracing::warn!(client = %self.peer, node = %label, error = %e, "no server connection");
-                self.refuse_batch(&code, &msg, hint);
-                return None;
+                Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who).await
             }
         };
-        self.prepare(server).await
-    }
-
-    /// Brings a borrowed server connection's session parameters in line with the client's.
-    /// On failure the client's batch is answered with an error and `None` returned.
-    async fn prepare(&mut self, mut server: Server) -> Option<Server> {
-        DbStats::add(&self.login.db.stats.server_assignment_count, 1);
-        server.set_active(true);
-        self.slot().set_state(ClientState::Active);
-        if let Some(plan) = server.params.plan_towards(&self.login.params) {
-            let timeout = self.login.topology.config.pooler.query_wait_timeout;
-            match server.simple_query(&plan.sql, timeout).await {
-                Ok(reply) => match reply.error {
-                    None if reply.status == TxStatus::Idle => server.params = self.login.params.clone(),
-                    None => {
-                        discard(server);
-                        self.refuse_batch(sqlstate::CONNECTION_FAILURE, "server left a transaction open while applying session parameters", None);
-                        return None;
-                    }
-                    Some((code, message)) => {
-                        let msg = format!("could not apply the session's startup parameters: {message}");
-                        self.refuse_batch(&code, &msg, Some("fix the parameters in the connection string or options"));
-                        return None;
-                    }
-                },
-                Err(e) => {
-                    discard(server);
-                    self.refuse_batch(e.sqlstate(), &format!("server failed while applying session parameters: {e}"), None);
-                    return None;
-                }
-            }
-        }
-        Some(server)
-    }
-
-    /// Returns a clean, idle server connection to its pool, closing statements over the cap.
-    async fn release(&mut self, mut server: Server) {
-        server.set_active(false);
-        self.slot().set_state(ClientState::Idle);
-        let cap = self.login.topology.config.pooler.max_prepared_statements;
-        let evicted = server.statements.evict_over(cap);
-        if !evicted.is_empty() {
-            let mut req = BytesMut::new();
-            for id in &evicted {
-                let mut name = BytesMut::new();
-                lsnpool_pool::statement_name(&mut name, *id);
-                frontend::target(&mut req, frontend::CLOSE, b'S', &name);
-            }
-            frontend::sync(&mut req);
-            let timeout = self.login.topology.config.pooler.query_wait_timeout;
-            if server.run_internal(&req, 1, timeout).await.is_err() {
-                discard(server);
-                return;
-            }
-        }
-        drop(server);
-    }
-
-    /// The client is gone (or the session ends): make the server reusable, or close it.
-    async fn end_server(&mut self, mut server: Server, server_idle: bool, status: TxStatus) {
-        server.set_active(false);
-        if !server_idle {
-            discard(server);
-            return;
-        }
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
-        let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
-        let reset = match (status, session_mode) {
-            (TxStatus::Idle, false) => None,
-            (TxStatus::Idle, true) => Some("DISCARD ALL"),
-            (_, false) => Some("ROLLBACK"),
-            (_, true) => Some("ROLLBACK; DISCARD ALL"),
+        let ready = match lent {
+            Ok(lease) => lease.sync_params(&self.login.params, timeout).await,
+            Err(refusal) => Err(refusal),
         };
-        if let Some(sql) = reset {
-            match server.simple_query(sql, timeout).await {
-                Ok(r) if r.error.is_none() && r.status == TxStatus::Idle => {
-                    if sql.contains("DISCARD") {
-                        server.statements.clear();
-                        server.params = Default::default();
-                    }
-                }
-                _ => {
-                    discard(server);
-                    return;
-                }
+        match ready {
+            Ok(lease) => Some(lease),
+            Err(r) => {
+                tracing::debug!(client = %self.peer, code = %r.code, message = %r.message, "batch refused");
+                self.refuse_batch(&r.code, &r.message, r.hint);
+                None
             }
         }
-        drop(server);
+    }
+
+    async fn release(&mut self, server: Lease) {
+        let config = &self.login.topology.config.pooler;
+        server.release(&self.login.registration.slot, config.max_prepared_statements, config.query_wait_timeout).await;
     }
 
     /// Waits for the client's next bytes; `None` when woken by KILL or shutdown instead.
@@ -688,30 +438,6 @@ impl Session {
             backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
         }
     }
-}
-
-/// The chosen node, and what the router knew of it.
-#[derive(Clone, Copy, Debug)]
-struct Target {
-    route: Route,
-    /// The replica's polled replay LSN at decision time: a lower bound of what the read saw.
-    replay_lsn: Lsn,
-    /// A read sent to the primary for want of a fresh replica, under a monotonic level.
-    monotonic_fallback: bool,
-}
-
-/// What the router remembers about one client.
-struct ClientRouting {
-    consistency: Consistency,
-    last_commit: Lsn,
-    last_read: Lsn,
-    sticky: Option<NodeId>,
-}
-
-/// Closes a server connection instead of returning it to the pool.
-fn discard(server: Server) {
-    let conn = Object::take(server);
-    tracing::debug!(node = %conn.label, pid = conn.key.pid, "server connection closed");
 }
 
 fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant, route: Route) {

@@ -1,7 +1,7 @@
 //! The routing decision: one pure function of (what the transaction needs, the client's
 //! LSNs, the replicas' last known state).
 
-use crate::{Consistency, Lsn, NodeId, Route};
+use crate::{ClientLsns, Consistency, Lsn, NodeId, Route};
 use std::time::Duration;
 
 /// What a replica looked like at its last poll, as the router needs it.
@@ -78,15 +78,11 @@ pub struct Request {
     /// The transaction (its first statement or batch) must run on the primary.
     pub writes: bool,
     pub hint_primary: bool,
-    /// Read-your-writes: the client's last commit LSN.
-    pub last_commit: Lsn,
-    /// Monotonic reads: the replay LSN of the replica the client last read from.
-    pub last_read: Lsn,
+    /// What the client has seen (its commits, its reads, its sticky replica).
+    pub lsns: ClientLsns,
     /// `global`: the newest commit LSN the pooler has seen from anyone.
     pub global_commit: Lsn,
     pub max_lag: Duration,
-    /// The replica the client read from last; preferred, as replicas only move forward.
-    pub sticky: Option<NodeId>,
     /// Spreads clients over equally loaded replicas (e.g. the client's id): without it the
     /// first replica would win every tie and the others idle under light load.
     pub tiebreak: u32,
@@ -116,11 +112,7 @@ impl Decision {
 
 /// The LSN a replica must have replayed to serve this request.
 pub fn required_lsn(req: &Request) -> Lsn {
-    match req.consistency {
-        Consistency::ReadYourWrites => req.last_commit.max(req.last_read),
-        Consistency::Global => req.global_commit.max(req.last_commit).max(req.last_read),
-        Consistency::Strong | Consistency::Bounded | Consistency::Eventual => Lsn::ZERO,
-    }
+    req.lsns.required(req.consistency, req.global_commit)
 }
 
 /// Chooses where the transaction runs. Never allocates; O(replicas).
@@ -157,7 +149,7 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
             }
             continue;
         }
-        if Some(r.node) == req.sticky {
+        if Some(r.node) == req.lsns.sticky() {
             return Decision::Replica(r.node);
         }
         let rank = |v: &ReplicaView| (v.outstanding, u32::from(v.node.0).wrapping_add(req.tiebreak) % n);
@@ -187,14 +179,18 @@ mod tests {
             consistency: Consistency::ReadYourWrites,
             writes: false,
             hint_primary: false,
-            last_commit: Lsn::ZERO,
-            last_read: Lsn::ZERO,
+            lsns: ClientLsns::default(),
             global_commit: Lsn::ZERO,
             max_lag: Duration::from_secs(10),
-            sticky: None,
             tiebreak: 0,
             probe_below: Duration::ZERO,
         }
+    }
+
+    fn committed(lsn: u64) -> ClientLsns {
+        let mut lsns = ClientLsns::default();
+        lsns.learn_commit(Lsn(lsn));
+        lsns
     }
 
     fn replica(n: u16, lsn: u64, outstanding: u32) -> ReplicaView {
@@ -223,14 +219,14 @@ mod tests {
 
     #[test]
     fn reads_go_to_a_replica_that_has_the_clients_commit() {
-        let r = Request { last_commit: Lsn(150), ..req() };
+        let r = Request { lsns: committed(150), ..req() };
         assert_eq!(decide(&r, &[replica(0, 100, 0), replica(1, 200, 5)]), Decision::Replica(NodeId(1)));
         assert_eq!(decide(&r, &[replica(0, 150, 0)]), Decision::Replica(NodeId(0)));
     }
 
     #[test]
     fn behind_replicas_fall_back_and_name_the_freshest_to_wait_for() {
-        let r = Request { last_commit: Lsn(300), ..req() };
+        let r = Request { lsns: committed(300), ..req() };
         let d = decide(&r, &[replica(0, 100, 0), replica(1, 200, 0)]);
         assert_eq!(
             d,
@@ -243,7 +239,9 @@ mod tests {
 
     #[test]
     fn monotonic_reads_never_go_back() {
-        let r = Request { last_read: Lsn(180), ..req() };
+        let mut lsns = ClientLsns::default();
+        lsns.learn_read(Lsn(180));
+        let r = Request { lsns, ..req() };
         assert_eq!(decide(&r, &[replica(0, 100, 0), replica(1, 200, 9)]), Decision::Replica(NodeId(1)));
     }
 
@@ -251,7 +249,9 @@ mod tests {
     fn least_outstanding_wins_and_sticky_beats_it() {
         let rs = [replica(0, 100, 3), replica(1, 100, 1), replica(2, 100, 2)];
         assert_eq!(decide(&req(), &rs), Decision::Replica(NodeId(1)));
-        assert_eq!(decide(&Request { sticky: Some(NodeId(2)), ..req() }, &rs), Decision::Replica(NodeId(2)));
+        let mut lsns = ClientLsns::default();
+        lsns.read_from(NodeId(2), Lsn(100));
+        assert_eq!(decide(&Request { lsns, ..req() }, &rs), Decision::Replica(NodeId(2)));
     }
 
     #[test]
@@ -275,10 +275,10 @@ mod tests {
     #[test]
     fn levels() {
         let rs = [replica(0, 100, 0)];
-        let behind = Request { last_commit: Lsn(200), global_commit: Lsn(300), ..req() };
+        let behind = Request { lsns: committed(200), global_commit: Lsn(300), ..req() };
         assert_eq!(reason(decide(&Request { consistency: Consistency::Strong, ..req() }, &rs)), Some(PrimaryReason::Strong));
         assert_eq!(reason(decide(&behind, &rs)), Some(PrimaryReason::LagFallback));
-        let global = Request { consistency: Consistency::Global, last_commit: Lsn::ZERO, ..behind };
+        let global = Request { consistency: Consistency::Global, lsns: ClientLsns::default(), ..behind };
         assert_eq!(reason(decide(&global, &rs)), Some(PrimaryReason::LagFallback));
         assert_eq!(decide(&Request { consistency: Consistency::Bounded, ..behind }, &rs), Decision::Replica(NodeId(0)));
         assert_eq!(decide(&Request { consistency: Consistency::Eventual, ..behind }, &rs), Decision::Replica(NodeId(0)));

@@ -4,11 +4,13 @@
 //! tested and benchmarked on its own.
 
 mod classify;
+mod client_lsns;
 mod consistency;
 mod decide;
 mod lsn;
 mod route;
 
+pub use client_lsns::ClientLsns;
 pub use consistency::Consistency;
 pub use decide::{decide, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;

@@ -7,6 +7,12 @@ pub struct Lsn(pub u64);
 
 impl Lsn {
     pub const ZERO: Lsn = Lsn(0);
+
+    /// The text form a server sends (`pg_lsn` as text, e.g. a DataRow column): the one place
+    /// a server's answer becomes an `Lsn`.
+    pub fn from_text(text: &[u8]) -> Option<Lsn> {
+        std::str::from_utf8(text).ok()?.parse().ok()
+    }
 }
 
 impl fmt::Display for Lsn {
@@ -47,6 +53,13 @@ mod tests {
         assert_eq!(lsn, Lsn(0x16_B374_D848));
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert_eq!("0/0".parse::<Lsn>().unwrap(), Lsn::ZERO);
+    }
+
+    #[test]
+    fn reads_a_servers_text() {
+        assert_eq!(Lsn::from_text(b"16/B374D848"), Some(Lsn(0x16_B374_D848)));
+        assert_eq!(Lsn::from_text(b"\xff/1"), None);
+        assert_eq!(Lsn::from_text(b""), None);
     }
 
     #[test]

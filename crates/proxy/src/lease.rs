@@ -1,0 +1,232 @@
+//! A server connection lent to one client.
+//!
+//! A `Lease` is borrowed from a node's pool, brought in line with the client's session
+//! parameters, and given back clean with [`Lease::release`] or [`Lease::end`]. Dropping a
+//! lease any other way closes its connection: a server whose state nobody vouched for never
+//! goes back to the pool, whatever path (an error, an early return, a panic) got us here.
+//! PgDog's `backend/pool/guard.rs` is the model.
+
+use crate::cancel::{CancelSlot, ClientState};
+use crate::stats::DbStats;
+use crate::topology::Database;
+use bytes::BytesMut;
+use deadpool::managed::{Object, PoolError, TimeoutType};
+use lsnpool_pool::{NodePool, ParamSync, ServerConn, ServerError, ServerManager};
+use lsnpool_protocol::backend::TxStatus;
+use lsnpool_protocol::{frontend, sqlstate};
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Pooled = Object<ServerManager>;
+
+pub struct Lease {
+    /// `None` only once given back or closed.
+    server: Option<Pooled>,
+}
+
+/// Why a batch got no server (or could not be prepared on it), as PostgreSQL would say it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: String,
+    pub message: String,
+    pub hint: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(code: &str, message: String, hint: Option<&'static str>) -> Refusal {
+        Refusal { code: code.to_string(), message, hint }
+    }
+
+    pub fn cancelled() -> Refusal {
+        Refusal::new(sqlstate::QUERY_CANCELED, "canceling statement due to user request".into(), None)
+    }
+
+    fn from_pool(e: &PoolError<ServerError>, pool: &NodePool) -> Refusal {
+        let label = &pool.manager().target().label;
+        let settings = pool.manager().settings();
+        match e {
+            PoolError::Timeout(TimeoutType::Wait) => Refusal::new(
+                sqlstate::QUERY_CANCELED,
+                format!("query_wait_timeout: no server connection to {label} became free within {:?}", settings.wait_timeout),
+                Some("raise pooler.query_wait_timeout or the pool size, or shorten transactions"),
+            ),
+            PoolError::Timeout(_) => Refusal::new(
+                sqlstate::CONNECTION_FAILURE,
+                format!("could not connect to {label} within {:?}", settings.connect_timeout),
+                Some("check that the server is up; pooler.server_connect_timeout governs the wait"),
+            ),
+            PoolError::Backend(se) => Refusal::new(se.sqlstate(), format!("could not connect to {label}: {se}"), None),
+            _ => Refusal::new(sqlstate::ADMIN_SHUTDOWN, format!("pool {label} is closed"), None),
+        }
+    }
+}
+
+/// Who borrows, for the waits and states the admin console and metrics show.
+pub struct Borrower<'a> {
+    pub slot: &'a Arc<CancelSlot>,
+    pub db: &'a Database,
+}
+
+impl Lease {
+    /// Waits for a connection of `pool` (after `unpaused`, while PAUSE holds the database), for
+    /// at most the pool's `query_wait_timeout`; a cancel request ends the wait.
+    pub async fn checkout(pool: &NodePool, unpaused: impl Future<Output = ()>, who: &Borrower<'_>) -> Result<Lease, Refusal> {
+        let started = Instant::now();
+        let label = pool.manager().target().label.clone();
+        who.slot.start_wait(label.clone());
+        let got = {
+            let cancelled = who.slot.waiting.notified();
+            let get = async {
+                unpaused.await;
+                pool.timeout_get(&pool.manager().timeouts()).await
+            };
+            tokio::select! {
+                r = get => Some(r),
+                _ = cancelled => None,
+            }
+        };
+        who.slot.end_wait(ClientState::Idle);
+        record_wait(who.db, started.elapsed());
+        match got {
+            None => Err(Refusal::cancelled()),
+            Some(Ok(server)) => Ok(Lease::lent(server, who)),
+            Some(Err(e)) => {
+                tracing::warn!(node = %label, error = %e, "no server connection");
+                Err(Refusal::from_pool(&e, pool))
+            }
+        }
+    }
+
+    /// An idle connection right now, or `None`: for a probe that must not queue.
+    pub async fn try_checkout(pool: &NodePool) -> Option<Pooled> {
+        if pool.status().available == 0 {
+            return None;
+        }
+        let mut timeouts = pool.manager().timeouts();
+        timeouts.wait = Some(Duration::ZERO);
+        pool.timeout_get(&timeouts).await.ok()
+    }
+
+    /// Lends a connection already borrowed (by a probe) to the client.
+    pub fn lent(server: Pooled, who: &Borrower<'_>) -> Lease {
+        DbStats::add(&who.db.stats.server_assignment_count, 1);
+        server.set_active(true);
+        who.slot.set_state(ClientState::Active);
+        Lease { server: Some(server) }
+    }
+
+    /// Brings the server's session parameters in line with the client's. On failure the lease
+    /// is given back or closed, as the server's state allows.
+    pub async fn sync_params(mut self, params: &ParamSync, timeout: Duration) -> Result<Lease, Refusal> {
+        let Some(plan) = self.params.plan_towards(params) else { return Ok(self) };
+        match self.simple_query(&plan.sql, timeout).await {
+            Ok(reply) => match reply.error {
+                None if reply.status == TxStatus::Idle => {
+                    self.params = params.clone();
+                    Ok(self)
+                }
+                None => Err(Refusal::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    "server left a transaction open while applying session parameters".into(),
+                    None,
+                )),
+                Some((code, message)) => {
+                    // The server refused a value; it is idle and clean.
+                    self.give_back();
+                    let msg = format!("could not apply the session's startup parameters: {message}");
+                    Err(Refusal::new(&code, msg, Some("fix the parameters in the connection string or options")))
+                }
+            },
+            Err(e) => Err(Refusal::new(e.sqlstate(), format!("server failed while applying session parameters: {e}"), None)),
+        }
+    }
+
+    /// Gives a clean, idle connection back to its pool, first closing the statements over
+    /// `max_prepared_statements` (only between transactions, so none a client uses is lost).
+    pub async fn release(mut self, slot: &CancelSlot, max_prepared: usize, timeout: Duration) {
+        slot.set_state(ClientState::Idle);
+        let evicted = self.statements.evict_over(max_prepared);
+        if !evicted.is_empty() {
+            let mut req = BytesMut::new();
+            for id in &evicted {
+                let mut name = BytesMut::new();
+                lsnpool_pool::statement_name(&mut name, *id);
+                frontend::target(&mut req, frontend::CLOSE, b'S', &name);
+            }
+            frontend::sync(&mut req);
+            if self.run_internal(&req, 1, timeout).await.is_err() {
+                return; // dropped: closed
+            }
+        }
+        self.give_back();
+    }
+
+    /// The client is gone or its session ends: roll back what it left open, reset a session
+    /// mode connection, and give the connection back; close it if any of that is not
+    /// possible. `server_idle` says the server is at a message boundary with nothing
+    /// outstanding.
+    pub async fn end(mut self, server_idle: bool, status: TxStatus, session_mode: bool, timeout: Duration) {
+        if !server_idle {
+            return;
+        }
+        let reset = match (status, session_mode) {
+            (TxStatus::Idle, false) => None,
+            (TxStatus::Idle, true) => Some("DISCARD ALL"),
+            (_, false) => Some("ROLLBACK"),
+            (_, true) => Some("ROLLBACK; DISCARD ALL"),
+        };
+        if let Some(sql) = reset {
+            match self.simple_query(sql, timeout).await {
+                Ok(r) if r.error.is_none() && r.status == TxStatus::Idle => {
+                    if sql.contains("DISCARD") {
+                        self.statements.clear();
+                        self.params = Default::default();
+                    }
+                }
+                _ => return,
+            }
+        }
+        self.give_back();
+    }
+
+    /// Closes the connection instead of giving it back.
+    pub fn discard(self) {}
+
+    fn give_back(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.set_active(false);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.set_active(false);
+            let conn = Object::take(server);
+            tracing::debug!(node = %conn.label, pid = conn.key.pid, "server connection closed");
+        }
+    }
+}
+
+impl Deref for Lease {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        // Invariant: `server` is `Some` until the lease is consumed.
+        self.server.as_deref().unwrap_or_else(|| unreachable!("lease used after it was given back"))
+    }
+}
+
+impl DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.server.as_deref_mut().unwrap_or_else(|| unreachable!("lease used after it was given back"))
+    }
+}
+
+/// A wait for a server connection, counted like PgBouncer's `wait_time`.
+pub fn record_wait(db: &Database, waited: Duration) {
+    db.stats.metrics.server_wait_seconds.record(waited.as_secs_f64());
+    DbStats::add(&db.stats.wait_time_us, waited.as_micros() as u64);
+}

@@ -1,0 +1,207 @@
+//! Where a client's next transaction runs: the whole choice, in one place.
+//!
+//! `router::decide` is the pure part (levels, hints, lag, stickiness, load). Around it, the
+//! `ClientRouter` adds what needs I/O or time, as steps tried in order when `decide` falls
+//! back to the primary for want of a fresh replica:
+//! 1. the **probe**: ask a replica that usually follows closely whether it has replayed the
+//!    needed LSN by now (its polled LSN is up to a poll interval old);
+//! 2. the **catch-up wait**: wait up to `lsn_wait_timeout` for the freshest replica's polls.
+//!
+//! It also owns what the client has seen (`ClientLsns`) and learns from each transaction.
+
+use crate::batch::BatchInfo;
+use crate::lease::{record_wait, Lease};
+use crate::replicas::ClusterState;
+use crate::stats::DbStats;
+use crate::topology::{ClusterPools, Database};
+use deadpool::managed::Object;
+use lsnpool_config::{PoolMode, RoutingConfig};
+use lsnpool_pool::ServerManager;
+use lsnpool_protocol::backend::TxStatus;
+use lsnpool_router::{decide, ClientLsns, Consistency, Decision, Hint, Lsn, NodeId, PrimaryReason, ReplicaView, Request, Route, RoutingMode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The chosen node, and what the session must remember of the choice.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub route: Route,
+    /// The replica's polled replay LSN at decision time: a lower bound of what the read saw.
+    replay_lsn: Lsn,
+    /// A read sent to the primary for want of a fresh replica, under a monotonic level: the
+    /// relay learns how far it saw, so the client's next read does not see less.
+    pub capture_reads: bool,
+}
+
+impl Target {
+    fn primary() -> Target {
+        Target { route: Route::Primary, replay_lsn: Lsn::ZERO, capture_reads: false }
+    }
+}
+
+/// A connection a probe borrowed and found fresh enough: the transaction runs on it.
+pub type Probed = Object<ServerManager>;
+
+/// What the router needs of the session's surroundings for one choice.
+pub struct Surroundings<'a> {
+    pub routing: &'a RoutingConfig,
+    pub pool_mode: PoolMode,
+    pub pools: &'a ClusterPools,
+    /// Bounds the probe's round trip.
+    pub query_timeout: Duration,
+}
+
+pub struct ClientRouter {
+    /// The session's level: the database's, changed by `SET lsnpool.consistency`.
+    pub consistency: Consistency,
+    lsns: ClientLsns,
+    db: Arc<Database>,
+    cluster: Arc<ClusterState>,
+    /// Reused for every decision: no allocation per transaction.
+    views: Vec<ReplicaView>,
+    /// Spreads clients over equally loaded replicas.
+    tiebreak: u32,
+}
+
+impl ClientRouter {
+    pub fn new(db: Arc<Database>, cluster: Arc<ClusterState>, tiebreak: u32) -> ClientRouter {
+        ClientRouter { consistency: db.consistency, lsns: ClientLsns::default(), db, cluster, views: Vec::new(), tiebreak }
+    }
+
+    pub fn cluster(&self) -> &Arc<ClusterState> {
+        &self.cluster
+    }
+
+    /// Chooses where the batch's transaction runs. `forced` sends it to the primary whatever
+    /// it is (a replay after a replica refused a write). A probe that found its replica fresh
+    /// returns the connection it asked on: the transaction must run there.
+    pub async fn choose(&mut self, batch: &BatchInfo, forced: Option<PrimaryReason>, env: &Surroundings<'_>) -> (Target, Option<Probed>) {
+        if let Some(reason) = forced {
+            return (self.primary(reason), None);
+        }
+        if env.pool_mode == PoolMode::Session && self.db.mode == RoutingMode::Automatic {
+            // A session keeps one server connection for all its statements: only the primary
+            // can run them all.
+            return (self.primary(PrimaryReason::Write), None);
+        }
+        let consistency = match batch.hint {
+            Some(Hint::Consistency(c)) => c,
+            _ => self.consistency,
+        };
+        let request = Request {
+            mode: self.db.mode,
+            consistency,
+            writes: batch.writes,
+            hint_primary: batch.hint == Some(Hint::Primary),
+            lsns: self.lsns,
+            global_commit: self.cluster.highest_commit_lsn(),
+            max_lag: env.routing.max_replica_lag,
+            tiebreak: self.tiebreak,
+            probe_below: env.routing.probe_max_lag,
+        };
+        crate::replicas::views(&self.cluster, &mut self.views);
+        let mut decision = decide(&request, &self.views);
+        if let Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. } = decision {
+            if let Some((server, replay_lsn)) = self.probe(env, node, needed).await {
+                DbStats::add(&self.db.stats.probe_hits, 1);
+                return (self.replica(node, replay_lsn), Some(server));
+            }
+            DbStats::add(&self.db.stats.probe_misses, 1);
+        }
+        if let Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(node), needed, .. } = decision {
+            if self.catch_up(node, needed, env.routing.lsn_wait_timeout).await {
+                crate::replicas::views(&self.cluster, &mut self.views);
+                decision = Decision::Replica(node);
+            }
+        }
+        match decision {
+            Decision::Replica(node) => {
+                let replay_lsn = self.views.iter().find(|v| v.node == node).map_or(Lsn::ZERO, |v| v.replay_lsn);
+                tracing::debug!(replica = node.0, %replay_lsn, "read routed to replica");
+                (self.replica(node, replay_lsn), None)
+            }
+            Decision::Primary { reason, .. } => {
+                tracing::debug!(reason = reason.as_str(), "routed to primary");
+                let mut target = self.primary(reason);
+                target.capture_reads = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp)
+                    && matches!(consistency, Consistency::ReadYourWrites | Consistency::Global);
+                (target, None)
+            }
+        }
+    }
+
+    /// Step 1: asks a replica that usually follows closely whether it has replayed `needed`.
+    /// Only an idle pooled connection is used: a probe that had to wait would cost more than
+    /// the primary read it tries to save.
+    async fn probe(&self, env: &Surroundings<'_>, node: NodeId, needed: Lsn) -> Option<(Probed, Lsn)> {
+        let pool = env.pools.replicas.get(usize::from(node.0))?;
+        let asked = Instant::now();
+        let mut server = Lease::try_checkout(pool).await?;
+        let reply = server.simple_query("SELECT pg_catalog.pg_last_wal_replay_lsn()", env.query_timeout).await;
+        let lsn = match reply {
+            Ok(r) if r.error.is_none() && r.status == TxStatus::Idle => r.value.as_deref().and_then(Lsn::from_text),
+            _ => None,
+        };
+        let Some(lsn) = lsn else {
+            drop(Object::take(server)); // state unknown: closed, not pooled
+            return None;
+        };
+        // What one client learned helps every client: the monitor's view moves too.
+        self.cluster.note_replay_lsn(node, lsn);
+        tracing::debug!(replica = node.0, %lsn, %needed, "asked a replica for its replay LSN");
+        if lsn < needed {
+            return None;
+        }
+        // The probe borrowed the connection: its wait counts like a checkout's.
+        record_wait(&self.db, asked.elapsed());
+        Some((server, lsn))
+    }
+
+    /// Step 2: waits for the freshest behind replica to reach `needed`, up to `wait`.
+    async fn catch_up(&self, node: NodeId, needed: Lsn, wait: Duration) -> bool {
+        if wait.is_zero() {
+            return false;
+        }
+        let t0 = Instant::now();
+        let caught_up = self.cluster.wait_for_replay(node, needed, wait).await;
+        let waited = t0.elapsed();
+        DbStats::add(&self.db.stats.catchup_waits, 1);
+        DbStats::add(&self.db.stats.catchup_wait_us, waited.as_micros() as u64);
+        self.db.stats.metrics.catchup_wait_seconds.record(waited.as_secs_f64());
+        caught_up
+    }
+
+    fn primary(&self, reason: PrimaryReason) -> Target {
+        DbStats::add(self.db.stats.primary(reason), 1);
+        self.db.stats.metrics.routed_primary(reason).increment(1);
+        Target::primary()
+    }
+
+    fn replica(&self, node: NodeId, replay_lsn: Lsn) -> Target {
+        DbStats::add(&self.db.stats.replica_reads, 1);
+        self.db.stats.metrics.routed_replica.increment(1);
+        Target { route: Route::Replica(node), replay_lsn, capture_reads: false }
+    }
+
+    /// The transaction on `target` ended: a replica read is a lower bound of what the client
+    /// saw, and its replica becomes the sticky one.
+    pub fn served(&mut self, target: &Target) {
+        if let Route::Replica(node) = target.route {
+            self.lsns.read_from(node, target.replay_lsn);
+        }
+    }
+
+    /// A commit of this client's. Published for the `global` level too (the relay publishes
+    /// before the client's ReadyForQuery; publishing again is idempotent).
+    pub fn learn_commit(&mut self, lsn: Lsn) {
+        tracing::debug!(%lsn, "commit LSN learned");
+        self.lsns.learn_commit(lsn);
+        self.cluster.note_commit_lsn(lsn);
+        DbStats::add(&self.db.stats.lsn_captured, 1);
+    }
+
+    /// How far a read the primary served in a replica's place saw.
+    pub fn learn_read(&mut self, lsn: Lsn) {
+        self.lsns.learn_read(lsn);
+    }
+}
