@@ -55,7 +55,8 @@ pub fn verify_md5_response(
     response(&inner, salt).as_bytes().ct_eq(got).into()
 }
 
-/// The PasswordMessage payload answering a server's md5 request.
+/// The PasswordMessage payload answering a server's md5 request:
+/// postgres-protocol's, the one tokio-postgres sends.
 pub fn md5_password_message(user: &str, password: &str, salt: [u8; 4]) -> String {
-    response(&md5_hex(&[password.as_bytes(), user.as_bytes()]), salt)
+    postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt)
 }

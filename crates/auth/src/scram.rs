@@ -1,4 +1,4 @@
-//! SCRAM-SHA-256 primitives shared by the server and client state machines.
+//! SCRAM-SHA-256 primitives for the server side and the verifiers.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -17,10 +17,6 @@ pub const SASL_MECHANISMS: &[&str] = &[SCRAM_SHA_256];
 
 /// PostgreSQL's `scram_iterations` default.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
-
-/// A server that demands more than this would make every login cost
-/// seconds of CPU; more likely it is hostile or broken.
-pub const MAX_ITERATIONS: u32 = 10_000_000;
 
 /// Length of the random part of a nonce, as PostgreSQL's SCRAM_RAW_NONCE_LEN.
 const RAW_NONCE_LEN: usize = 18;
