@@ -6,9 +6,9 @@
 //! byte (startup, TLS refusal, authentication), which the shared login path has already done,
 //! and the console needs nothing beyond RowDescription/DataRow/CommandComplete.
 
-use crate::listener::Pooler;
+use crate::pooler::Pooler;
 use crate::replicas;
-use crate::stats::{Averages, DbStats};
+use crate::stats::{DbStats, Totals};
 use bytes::{Buf, BytesMut};
 use lsnpool_protocol::backend::{self, PoolerError, TxStatus};
 use lsnpool_protocol::frame::Frames;
@@ -144,7 +144,7 @@ async fn execute(pooler: &Arc<Pooler>, access: AdminAccess, sql: &str, out: &mut
         ("KILL", Some(_)) if words.len() == 2 => {
             let db = words[1];
             let mut killed = 0;
-            for c in pooler.cancels.clients() {
+            for c in pooler.clients.all() {
                 if c.info.database.name == db {
                     c.kill();
                     killed += 1;
@@ -264,7 +264,7 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
         "DATABASES" => {
             let mut names: Vec<_> = t.databases.values().collect();
             names.sort_by(|a, b| a.name.cmp(&b.name));
-            let clients = pooler.cancels.clients();
+            let clients = pooler.clients.all();
             let rows: Vec<Vec<String>> = names
                 .iter()
                 .filter_map(|db| {
@@ -308,9 +308,9 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
             );
         }
         "LISTS" => {
-            let clients = pooler.cancels.clients();
+            let clients = pooler.clients.all();
             let servers = lsnpool_pool::registry::servers();
-            let active_clients = clients.iter().filter(|x| x.state() != crate::cancel::ClientState::Idle).count();
+            let active_clients = clients.iter().filter(|x| x.state() != crate::clients::ClientState::Idle).count();
             let active_servers = servers.iter().filter(|s| s.is_active()).count();
             let rows: Vec<Vec<String>> = [
                 ("databases", t.databases.len()),
@@ -343,7 +343,7 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
             let mut rows = Vec::new();
             let mut pools: Vec<_> = t.all_pools().collect();
             pools.sort_by(|a, b| a.0.cmp(b.0));
-            let waits = pooler.cancels.max_waits();
+            let waits = pooler.clients.max_waits();
             for ((cluster, user), p) in pools {
                 for (i, pool) in std::iter::once(&p.primary).chain(p.replicas.iter()).enumerate() {
                     let s = pool.status();
@@ -384,14 +384,14 @@ fn show(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) -> bool {
         }
         "CLIENTS" => {
             let rows: Vec<Vec<String>> = pooler
-                .cancels
-                .clients()
+                .clients
+                .all()
                 .iter()
                 .map(|x| {
                     let state = match x.state() {
-                        crate::cancel::ClientState::Idle => "idle",
-                        crate::cancel::ClientState::Active => "active",
-                        crate::cancel::ClientState::Waiting => "waiting",
+                        crate::clients::ClientState::Idle => "idle",
+                        crate::clients::ClientState::Active => "active",
+                        crate::clients::ClientState::Waiting => "waiting",
                     };
                     vec![
                         "C".into(),
@@ -535,6 +535,28 @@ const TOTAL_COLUMNS: [&str; 11] = [
     "client_parse_count", "server_parse_count", "bind_count",
 ];
 
+const AVERAGE_COLUMNS: [&str; 11] = [
+    "server_assignment_count", "xact_count", "query_count", "recv", "sent", "xact_time", "query_time", "wait_time",
+    "client_parse_count", "server_parse_count", "bind_count",
+];
+
+/// In TOTAL_COLUMNS order.
+fn values(t: &Totals) -> [u64; 11] {
+    [
+        t.server_assignment_count,
+        t.xact_count,
+        t.query_count,
+        t.received,
+        t.sent,
+        t.xact_time_us,
+        t.query_time_us,
+        t.wait_time_us,
+        t.client_parse_count,
+        t.server_parse_count,
+        t.bind_count,
+    ]
+}
+
 fn show_stats(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) {
     let t = pooler.topology();
     let mut dbs: Vec<_> = t.databases.values().collect();
@@ -546,12 +568,12 @@ fn show_stats(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) {
         let mut row = vec![db.name.clone()];
         match what {
             "STATS" => {
-                row.extend(totals.iter().map(u64::to_string));
+                row.extend(values(&totals).iter().map(u64::to_string));
                 row.push(DbStats::get(&db.stats.client_login_count).to_string());
-                row.extend(avg.values().iter().map(u64::to_string));
+                row.extend(values(&avg).iter().map(u64::to_string));
             }
-            "STATS_TOTALS" => row.extend(totals.iter().map(u64::to_string)),
-            _ => row.extend(avg.values().iter().map(u64::to_string)),
+            "STATS_TOTALS" => row.extend(values(&totals).iter().map(u64::to_string)),
+            _ => row.extend(values(&avg).iter().map(u64::to_string)),
         }
         rows.push(row);
     }
@@ -560,10 +582,10 @@ fn show_stats(pooler: &Arc<Pooler>, what: &str, out: &mut BytesMut) {
         "STATS" => {
             columns.extend(TOTAL_COLUMNS.iter().map(|c| format!("total_{c}")));
             columns.push("total_client_login_count".into());
-            columns.extend(Averages::COLUMNS.iter().map(|c| format!("avg_{c}")));
+            columns.extend(AVERAGE_COLUMNS.iter().map(|c| format!("avg_{c}")));
         }
         "STATS_TOTALS" => columns.extend(TOTAL_COLUMNS.iter().map(|c| stats_plain_name(c))),
-        _ => columns.extend(Averages::COLUMNS.iter().map(|c| stats_plain_name(c))),
+        _ => columns.extend(AVERAGE_COLUMNS.iter().map(|c| stats_plain_name(c))),
     }
     let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
     table(out, &cols, &rows);

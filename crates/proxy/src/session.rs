@@ -1,8 +1,8 @@
 //! A logged-in client: idle between transactions (holding no server connection and no
 //! buffers), then one transaction at a time on a server connection borrowed from a pool.
 
-use crate::cancel::{CancelSlot, ClientState};
-use crate::listener::Pooler;
+use crate::clients::{ClientSlot, ClientState};
+use crate::pooler::Pooler;
 use crate::login::LoggedIn;
 use crate::batch::{self, BatchInfo};
 use crate::local;
@@ -466,7 +466,7 @@ impl Session {
         }
     }
 
-    fn slot(&self) -> &Arc<CancelSlot> {
+    fn slot(&self) -> &Arc<ClientSlot> {
         &self.login.registration.slot
     }
 
