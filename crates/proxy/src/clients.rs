@@ -116,6 +116,7 @@ impl ClientSlot {
     }
 }
 
+/// Every logged-in client, by the pid of its cancel key.
 #[derive(Default)]
 pub struct ClientRegistry {
     slots: Mutex<HashMap<i32, Arc<ClientSlot>>>,
