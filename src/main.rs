@@ -1,7 +1,7 @@
 //! `lsnpool --config pooler.toml`: load the config, build the pools, serve clients.
 
 use clap::Parser;
-use lsnpool_proxy::{serve, Pooler, Topology};
+use lsnpool_proxy::{serve, spawn_janitor, Pooler, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -89,9 +89,7 @@ async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitC
     };
     tracing::info!(listen = %config.pooler.listen, "lsnpool ready");
     let pooler = Pooler::new(topology, config_path);
-    pooler.spawn_stats_period();
-    pooler.spawn_gauges();
-    pooler.spawn_pool_maintenance();
+    spawn_janitor(&pooler);
     let server = tokio::spawn(serve(pooler.clone(), listener));
     let immediate = watch_signals(pooler.clone());
     // Serve until shutdown begins (signal or the admin console's SHUTDOWN)...

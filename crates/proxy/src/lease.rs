@@ -6,7 +6,7 @@
 //! goes back to the pool, whatever path (an error, an early return, a panic) got us here.
 //! PgDog's `backend/pool/guard.rs` is the model.
 
-use crate::cancel::{CancelSlot, ClientState};
+use crate::clients::{ClientSlot, ClientState};
 use crate::stats::DbStats;
 use crate::topology::Database;
 use bytes::BytesMut;
@@ -65,7 +65,7 @@ impl Refusal {
 
 /// Who borrows, for the waits and states the admin console and metrics show.
 pub struct Borrower<'a> {
-    pub slot: &'a Arc<CancelSlot>,
+    pub slot: &'a Arc<ClientSlot>,
     pub db: &'a Database,
 }
 
@@ -145,7 +145,7 @@ impl Lease {
 
     /// Gives a clean, idle connection back to its pool, first closing the statements over
     /// `max_prepared_statements` (only between transactions, so none a client uses is lost).
-    pub async fn release(mut self, slot: &CancelSlot, max_prepared: usize, timeout: Duration) {
+    pub async fn release(mut self, slot: &ClientSlot, max_prepared: usize, timeout: Duration) {
         slot.set_state(ClientState::Idle);
         let evicted = self.statements.evict_over(max_prepared);
         if !evicted.is_empty() {

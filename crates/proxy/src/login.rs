@@ -2,9 +2,9 @@
 //! negotiation, database and user lookup, client authentication, the greeting.
 
 use crate::admin::AdminAccess;
-use crate::cancel::{ClientInfo, Registration};
+use crate::clients::{ClientInfo, Registration};
 use crate::client_params::{reported_to_client, session_params};
-use crate::listener::{ClientGuard, Pooler};
+use crate::pooler::{ClientGuard, Pooler};
 use crate::topology::{ClientSecret, Database, Topology, User};
 use bytes::{Buf, BytesMut};
 use lsnpool_auth::{md5_salt, verify_md5_response, ScramServer};
@@ -57,7 +57,7 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
             // No TLS or GSS encryption yet: 'N' tells the client to go on in plain text.
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
-                pooler.cancels.cancel(pid, secret, pooler.topology().config.pooler.server_connect_timeout).await;
+                crate::cancel::handle(&pooler.clients, pid, secret, pooler.topology().config.pooler.server_connect_timeout).await;
                 return Ok(Accepted::Done);
             }
             StartupPacket::Startup(s) => break s,
@@ -130,7 +130,7 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
             }
         },
     };
-    let registration = pooler.cancels.register(ClientInfo {
+    let registration = pooler.clients.register(ClientInfo {
         user: user.clone(),
         database: db.clone(),
         addr: peer,

@@ -2,9 +2,9 @@
 //! buffers), then one transaction at a time on a server connection borrowed from a pool.
 
 use crate::batch;
-use crate::cancel::CancelSlot;
+use crate::clients::ClientSlot;
 use crate::lease::{Borrower, Lease};
-use crate::listener::Pooler;
+use crate::pooler::Pooler;
 use crate::local;
 use crate::login::LoggedIn;
 use crate::prepared::ClientStatements;
@@ -330,7 +330,7 @@ impl Session {
         }
     }
 
-    fn slot(&self) -> &Arc<CancelSlot> {
+    fn slot(&self) -> &Arc<ClientSlot> {
         &self.login.registration.slot
     }
 

@@ -3,7 +3,10 @@
 
 use lsnpool_router::PrimaryReason;
 use metrics::{Counter, Histogram};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Prometheus handles of one database, registered once so a transaction records its metrics
 /// without building label sets or looking names up.
@@ -115,61 +118,87 @@ impl DbStats {
 }
 
 impl DbStats {
-    /// The totals in SHOW STATS_TOTALS order.
-    pub fn totals(&self) -> [u64; 11] {
-        [
-            Self::get(&self.server_assignment_count),
-            Self::get(&self.xact_count),
-            Self::get(&self.query_count),
-            Self::get(&self.received),
-            Self::get(&self.sent),
-            Self::get(&self.xact_time_us),
-            Self::get(&self.query_time_us),
-            Self::get(&self.wait_time_us),
-            Self::get(&self.client_parse_count),
-            Self::get(&self.server_parse_count),
-            Self::get(&self.bind_count),
-        ]
+    pub fn totals(&self) -> Totals {
+        Totals {
+            server_assignment_count: Self::get(&self.server_assignment_count),
+            xact_count: Self::get(&self.xact_count),
+            query_count: Self::get(&self.query_count),
+            received: Self::get(&self.received),
+            sent: Self::get(&self.sent),
+            xact_time_us: Self::get(&self.xact_time_us),
+            query_time_us: Self::get(&self.query_time_us),
+            wait_time_us: Self::get(&self.wait_time_us),
+            client_parse_count: Self::get(&self.client_parse_count),
+            server_parse_count: Self::get(&self.server_parse_count),
+            bind_count: Self::get(&self.bind_count),
+        }
     }
 }
 
-/// PgBouncer's averages over the last stats period: counts and bytes per second, times per
-/// transaction / query / assignment, in µs.
+/// The counters SHOW STATS reports for a database: since start (totals), or over the last
+/// stats period (averages).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Averages {
-    values: [u64; 11],
+pub struct Totals {
+    pub server_assignment_count: u64,
+    pub xact_count: u64,
+    pub query_count: u64,
+    pub received: u64,
+    pub sent: u64,
+    pub xact_time_us: u64,
+    pub query_time_us: u64,
+    pub wait_time_us: u64,
+    pub client_parse_count: u64,
+    pub server_parse_count: u64,
+    pub bind_count: u64,
 }
 
-impl Averages {
-    pub const COLUMNS: [&'static str; 11] = [
-        "server_assignment_count", "xact_count", "query_count", "recv", "sent", "xact_time", "query_time", "wait_time",
-        "client_parse_count", "server_parse_count", "bind_count",
-    ];
+/// PgBouncer's averages over the last stats period, in the same fields: counts and bytes
+/// per second, times per transaction / query / assignment, in µs.
+pub type Averages = Totals;
 
-    pub fn values(&self) -> [u64; 11] {
-        self.values
+impl Totals {
+    /// The averages between two snapshots of `DbStats::totals()` taken `period` apart.
+    pub fn between(before: &Totals, after: &Totals, period: Duration) -> Averages {
+        let secs = period.as_secs().max(1);
+        let delta = |f: fn(&Totals) -> u64| f(after).saturating_sub(f(before));
+        let per_sec = |f: fn(&Totals) -> u64| delta(f) / secs;
+        let per = |num: fn(&Totals) -> u64, den: fn(&Totals) -> u64| delta(num) / delta(den).max(1);
+        Averages {
+            server_assignment_count: per_sec(|t| t.server_assignment_count),
+            xact_count: per_sec(|t| t.xact_count),
+            query_count: per_sec(|t| t.query_count),
+            received: per_sec(|t| t.received),
+            sent: per_sec(|t| t.sent),
+            xact_time_us: per(|t| t.xact_time_us, |t| t.xact_count),
+            query_time_us: per(|t| t.query_time_us, |t| t.query_count),
+            wait_time_us: per(|t| t.wait_time_us, |t| t.server_assignment_count),
+            client_parse_count: per_sec(|t| t.client_parse_count),
+            server_parse_count: per_sec(|t| t.server_parse_count),
+            bind_count: per_sec(|t| t.bind_count),
+        }
+    }
+}
+
+/// Per database: the totals at the start of the current stats period, and the averages of
+/// the last complete one.
+#[derive(Default)]
+pub struct StatsPeriods {
+    by_db: Mutex<HashMap<String, (Totals, Averages)>>,
+}
+
+impl StatsPeriods {
+    /// The averages of `db`'s last complete period (zero before the first one ends).
+    pub fn averages(&self, db: &str) -> Averages {
+        self.by_db.lock().ok().and_then(|m| m.get(db).map(|(_, a)| *a)).unwrap_or_default()
     }
 
-    /// From two snapshots of `totals()` taken `period` apart.
-    pub fn between(before: &[u64; 11], after: &[u64; 11], period: std::time::Duration) -> Averages {
-        let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a.saturating_sub(*b)).collect();
-        let secs = period.as_secs().max(1);
-        let per_sec = |i: usize| d[i] / secs;
-        let per = |num: usize, den: usize| d[num] / d[den].max(1);
-        Averages {
-            values: [
-                per_sec(0),
-                per_sec(1),
-                per_sec(2),
-                per_sec(3),
-                per_sec(4),
-                per(5, 1),
-                per(6, 2),
-                per(7, 0),
-                per_sec(8),
-                per_sec(9),
-                per_sec(10),
-            ],
+    /// Ends the current period: `now` holds each database's totals, `period` after the last call.
+    pub fn close<'a>(&self, now: impl Iterator<Item = (&'a String, Totals)>, period: Duration) {
+        let Ok(mut m) = self.by_db.lock() else { return };
+        for (name, totals) in now {
+            let entry = m.entry(name.clone()).or_insert((totals, Averages::default()));
+            entry.1 = Averages::between(&entry.0, &totals, period);
+            entry.0 = totals;
         }
     }
 }
@@ -177,17 +206,28 @@ impl Averages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn averages_are_rates_and_means() {
-        let before = [0; 11];
-        let after = [10, 20, 40, 2000, 4000, 200_000, 400_000, 1000, 60, 20, 100];
-        let a = Averages::between(&before, &after, Duration::from_secs(10)).values();
-        assert_eq!(a[1], 2); // xacts per second
-        assert_eq!(a[3], 200); // bytes received per second
-        assert_eq!(a[5], 10_000); // µs per transaction
-        assert_eq!(a[6], 10_000); // µs per query
-        assert_eq!(a[7], 100); // µs waited per assignment
+        let before = Totals::default();
+        let after = Totals {
+            server_assignment_count: 10,
+            xact_count: 20,
+            query_count: 40,
+            received: 2000,
+            sent: 4000,
+            xact_time_us: 200_000,
+            query_time_us: 400_000,
+            wait_time_us: 1000,
+            client_parse_count: 60,
+            server_parse_count: 20,
+            bind_count: 100,
+        };
+        let a = Averages::between(&before, &after, Duration::from_secs(10));
+        assert_eq!(a.xact_count, 2); // xacts per second
+        assert_eq!(a.received, 200); // bytes received per second
+        assert_eq!(a.xact_time_us, 10_000); // µs per transaction
+        assert_eq!(a.query_time_us, 10_000); // µs per query
+        assert_eq!(a.wait_time_us, 100); // µs waited per assignment
     }
 }

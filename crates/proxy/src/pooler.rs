@@ -1,0 +1,155 @@
+//! What every session, the admin console and the janitor share: the current topology, the
+//! registry of logged-in clients and their count, PAUSE/RESUME, RELOAD, shutdown, and the
+//! stats period's averages.
+
+use crate::clients::ClientRegistry;
+use crate::stats::{Averages, StatsPeriods};
+use crate::topology::Topology;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// Everything sessions share.
+pub struct Pooler {
+    topology: RwLock<Arc<Topology>>,
+    pub clients: Arc<ClientRegistry>,
+    /// Clients holding a place under max_client_conn (a `ClientGuard` each).
+    admitted: AtomicUsize,
+    /// Where RELOAD re-reads the configuration from.
+    config_path: PathBuf,
+    shutting_down: AtomicBool,
+    /// Wakes the listener and idle sessions when shutdown starts.
+    pub shutdown: Notify,
+    /// Database names under PAUSE (`*` for all); the atomic keeps the common case lock-free.
+    paused: Mutex<HashSet<String>>,
+    any_paused: AtomicBool,
+    resumed: Notify,
+    pub started_at: std::time::SystemTime,
+    pub(crate) stats_periods: StatsPeriods,
+}
+
+/// One admitted client; gives its place back when dropped.
+pub struct ClientGuard(Arc<Pooler>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("lsnpool_clients").decrement(1.0);
+    }
+}
+
+impl Pooler {
+    pub fn new(topology: Topology, config_path: PathBuf) -> Arc<Pooler> {
+        Arc::new(Pooler {
+            topology: RwLock::new(Arc::new(topology)),
+            clients: Arc::new(ClientRegistry::default()),
+            admitted: AtomicUsize::new(0),
+            config_path,
+            shutting_down: AtomicBool::new(false),
+            shutdown: Notify::new(),
+            paused: Mutex::new(HashSet::new()),
+            any_paused: AtomicBool::new(false),
+            resumed: Notify::new(),
+            started_at: std::time::SystemTime::now(),
+            stats_periods: StatsPeriods::default(),
+        })
+    }
+
+    /// `db`'s averages over the last complete stats period.
+    pub fn averages(&self, db: &str) -> Averages {
+        self.stats_periods.averages(db)
+    }
+
+    /// Re-reads the config file and swaps in a topology built from it. Pools and monitors
+    /// whose settings did not change are kept (resized if needed), so no client is dropped;
+    /// sessions pick the new topology up at their next login.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = lsnpool_config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let old = self.topology();
+        let new = Topology::build_reusing(Arc::new(config), Some(&old)).map_err(|e| e.to_string())?;
+        match self.topology.write() {
+            Ok(mut t) => *t = Arc::new(new),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
+        }
+        tracing::info!(path = %self.config_path.display(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Stops accepting clients; idle sessions close now, busy ones after their transaction.
+    pub fn begin_shutdown(&self) {
+        if !self.shutting_down.swap(true, Ordering::AcqRel) {
+            tracing::info!(clients = self.client_count(), "shutdown: no new clients; waiting for transactions to finish");
+        }
+        self.shutdown.notify_waiters();
+        for c in self.clients.all() {
+            c.wake.notify_waiters();
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn pause(&self, db: Option<&str>) {
+        if let Ok(mut p) = self.paused.lock() {
+            p.insert(db.unwrap_or("*").to_string());
+            self.any_paused.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn resume(&self, db: Option<&str>) {
+        if let Ok(mut p) = self.paused.lock() {
+            match db {
+                Some(d) => {
+                    p.remove(d);
+                }
+                None => p.clear(),
+            }
+            self.any_paused.store(!p.is_empty(), Ordering::Release);
+        }
+        self.resumed.notify_waiters();
+    }
+
+    pub fn is_paused(&self, db: &str) -> bool {
+        if !self.any_paused.load(Ordering::Acquire) {
+            return false;
+        }
+        self.paused.lock().map(|p| p.contains("*") || p.contains(db)).unwrap_or(false)
+    }
+
+    /// Waits while `db` is paused (new transactions queue, as in PgBouncer).
+    pub async fn wait_unpaused(&self, db: &str) {
+        while self.is_paused(db) {
+            let resumed = self.resumed.notified();
+            if !self.is_paused(db) {
+                break;
+            }
+            resumed.await;
+        }
+    }
+
+    /// The current topology; a session keeps the one it logged in with.
+    pub fn topology(&self) -> Arc<Topology> {
+        match self.topology.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn admit_client(self: &Arc<Self>, max: usize) -> Option<ClientGuard> {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        metrics::gauge!("lsnpool_clients").increment(1.0);
+        Some(ClientGuard(self.clone()))
+    }
+}
+
