@@ -158,3 +158,35 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (Stream, Stream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.expect("connect").into(), b.expect("accept").0.into())
+    }
+
+    #[tokio::test]
+    async fn reads_what_was_written_then_would_block_then_eof() {
+        let (mut a, mut b) = pair().await;
+        let mut buf = BytesMut::with_capacity(64);
+        assert_eq!(b.read_available(&mut buf).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        let mut out = BytesMut::from(&b"hello"[..]);
+        a.writable().await.expect("writable");
+        a.write_from(&mut out).expect("write");
+        assert!(out.is_empty());
+        b.readable().await.expect("readable");
+        assert_eq!(b.read_available(&mut buf).expect("read"), 5);
+        assert_eq!(&buf[..], b"hello");
+        assert!(b.is_silent());
+        drop(a);
+        b.readable().await.expect("readable at eof");
+        assert_eq!(b.read_available(&mut buf).expect("eof"), 0);
+        assert!(!b.is_silent());
+    }
+}
