@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use lsnpool_auth::{md5_password_message, ScramClient};
 use lsnpool_protocol::backend::{self, TxStatus};
 use lsnpool_protocol::frame::Header;
+use lsnpool_net::Stream;
 use lsnpool_protocol::frontend;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,7 +68,7 @@ pub struct InternalReply {
 }
 
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read from the server and not yet handled; empty whenever the connection is idle.
     pub buf: BytesMut,
     /// Bytes for the server, lent to whoever relays on this connection.
@@ -102,7 +103,7 @@ impl ServerConn {
         stream.set_nodelay(true).map_err(io)?;
         let peer = stream.peer_addr().map_err(io)?;
         let mut conn = ServerConn {
-            stream,
+            stream: stream.into(),
             buf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::new(),
             key: ServerKey { addr: peer, pid: 0, secret: 0 },
@@ -299,8 +300,7 @@ impl ServerConn {
     /// A closed or chatty idle socket (the server went away, or sent a FATAL while idle)
     /// can't be lent out.
     pub fn looks_alive(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream.is_silent()
     }
 
     pub fn addr(&self) -> &str {

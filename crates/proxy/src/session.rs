@@ -58,7 +58,7 @@ impl Session {
         Session {
             pooler,
             router,
-            client: ClientIo { stream, rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
+            client: ClientIo { stream: stream.into(), rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
             login,
             pools,
             statements: ClientStatements::default(),
@@ -380,7 +380,7 @@ impl Session {
             }
             // Buffers are allocated only once the client has something to say.
             self.client.rbuf.reserve(READ_CHUNK);
-            match crate::relay::read_available(&self.client.stream, &mut self.client.rbuf) {
+            match crate::relay::read_available(&mut self.client.stream, &mut self.client.rbuf) {
                 Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -391,7 +391,7 @@ impl Session {
     async fn flush_client(&mut self) -> io::Result<()> {
         while !self.client.wbuf.is_empty() {
             self.client.stream.writable().await?;
-            flush_now(&self.client.stream, &mut self.client.wbuf)?;
+            flush_now(&mut self.client.stream, &mut self.client.wbuf)?;
         }
         if self.client.rbuf.is_empty() {
             // Idle clients hold no buffers: that is what keeps 10 000 of them cheap.

@@ -1,0 +1,192 @@
+//! The byte stream under a client or server connection.
+//!
+//! The relay, the session's idle wait and the pool's server connections move bytes through
+//! the few calls below and never name the socket, so TLS can be added as a second variant
+//! without touching their logic. (Login, the admin console and cancel requests still take a
+//! bare `TcpStream`: the TLS handshake will happen in login, which then hands a `Stream` on.)
+//! The plan for TLS is sans-io rustls: `read_available` feeds the socket's
+//! bytes to `read_tls` + `process_new_packets` and hands out plaintext from `reader()`;
+//! `try_write` encrypts through `writer()` and pushes records with `write_tls`; `readable`
+//! returns at once while plaintext is already buffered; `has_backlog` reports encrypted
+//! records the socket has not taken yet, so callers keep waiting for writability, and
+//! `write_from` pushes that backlog before new bytes.
+
+use bytes::{Buf, BytesMut};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+pub enum Stream {
+    Plain(TcpStream),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Stream {
+        Stream::Plain(s)
+    }
+}
+
+impl Stream {
+    /// Waits until `read_available` may have something (or the peer closed).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable().await,
+        }
+    }
+
+    /// Waits until `try_write` may take bytes.
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.writable().await,
+        }
+    }
+
+    /// Reads what the socket has into `buf`'s spare room without waiting: `Ok(0)` is end of
+    /// stream, `WouldBlock` means nothing was there.
+    ///
+    /// A read shorter than the room offered drained the socket, so its readiness is cleared
+    /// (as tokio's own `poll_read` does): otherwise the next wait returns at once and costs an
+    /// empty read, one wasted syscall per message exchange. The read runs inside `try_io`,
+    /// whose readiness snapshot is taken *before* it: data arriving after the snapshot bumps
+    /// tokio's readiness tick and the clear is skipped, so no wakeup can be lost. (Clearing in
+    /// a separate `try_io` after the read would snapshot too late and could lose one.)
+    pub fn read_available(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => {
+                let stream: &TcpStream = stream;
+                let room = buf.capacity() - buf.len();
+                let mut got = 0;
+                let r = stream.try_io(tokio::io::Interest::READABLE, || {
+                    got = stream.try_read_buf(buf)?;
+                    if got > 0 && got < room {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    } else {
+                        Ok(())
+                    }
+                });
+                match r {
+                    Ok(()) => Ok(got),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
+    pub fn try_write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.try_write(data),
+        }
+    }
+
+    /// Writes as much of `pending` as the socket takes without waiting, removing it from the
+    /// front; `Ok` with bytes left means the socket is full.
+    pub fn write_from(&mut self, pending: &mut BytesMut) -> io::Result<()> {
+        while !pending.is_empty() {
+            match self.try_write(pending) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => pending.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes accepted by `try_write` that have not reached the socket yet (encrypted records,
+    /// under TLS). Plain TCP has none.
+    pub fn has_backlog(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+        }
+    }
+
+    /// The socket underneath, for addresses and socket options. Reading or writing it
+    /// directly would bypass TLS.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    /// True when the peer has sent nothing and not closed: a connection idle in a pool must
+    /// stay silent. Under TLS a byte consumed here is lost, which is fine: a connection that
+    /// fails this check is discarded.
+    pub fn is_silent(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+/// The slow paths (logins, the pooler's own short exchanges) use tokio's async read/write.
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (Stream, Stream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.expect("connect").into(), b.expect("accept").0.into())
+    }
+
+    #[tokio::test]
+    async fn reads_what_was_written_then_would_block_then_eof() {
+        let (mut a, mut b) = pair().await;
+        let mut buf = BytesMut::with_capacity(64);
+        assert_eq!(b.read_available(&mut buf).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        let mut out = BytesMut::from(&b"hello"[..]);
+        a.writable().await.expect("writable");
+        a.write_from(&mut out).expect("write");
+        assert!(out.is_empty());
+        b.readable().await.expect("readable");
+        assert_eq!(b.read_available(&mut buf).expect("read"), 5);
+        assert_eq!(&buf[..], b"hello");
+        assert!(b.is_silent());
+        drop(a);
+        b.readable().await.expect("readable at eof");
+        assert_eq!(b.read_available(&mut buf).expect("eof"), 0);
+        assert!(!b.is_silent());
+    }
+}

@@ -1,0 +1,264 @@
+//! One transaction's worth of relaying between a client and the server connection lent to it.
+//!
+//! Bytes move in runs: frames are forwarded as contiguous slices of the read buffer, and when
+//! nothing must be rewritten they are written straight from it, so a typical reply costs one
+//! read and one write and no copy. Frames are decoded only where the pooler must act:
+//! - client Parse/Bind/Describe/Close of *named* statements are renamed to the server's shared
+//!   `lsnpool_<id>` statements (`statements`);
+//! - server ParseComplete/CloseComplete are matched against what was sent, so answers to
+//!   statements the pooler prepared on its own are swallowed (`statements`);
+//! - the commit LSN is asked for behind the transaction's last message (`capture`);
+//! - on a replica, replies are held until the first result so a 25006 can be replayed on the
+//!   primary unseen (`retry`);
+//! - ReadyForQuery ends the transaction once no Sync is outstanding and the server is idle.
+//!
+//! `client_frames` and `server_frames` walk the frames of each direction and hand the ones
+//! that matter to those parts; `io` is the only place that touches the sockets.
+
+mod capture;
+mod client_frames;
+mod copy;
+mod io;
+mod retry;
+mod server_frames;
+mod sql;
+mod statements;
+
+pub(crate) use capture::CAPTURE_SQL;
+pub use io::{flush_now, peek_header, read_available, ClientIo};
+pub(crate) use sql::mentions_copy;
+
+use crate::prepared::ClientStatements;
+use bytes::BytesMut;
+use capture::Captures;
+use copy::CopyTracker;
+use lsnpool_pool::{ParamSync, ServerConn};
+use lsnpool_protocol::backend::{self, TxStatus};
+use lsnpool_router::{Classification, Lsn};
+use retry::RetryGuard;
+use statements::Outstanding;
+
+/// Stop reading a side once this much is waiting to be written to the other: a slow reader
+/// throttles the sender instead of growing our memory.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// Session state the relay reads and updates.
+pub struct SessionState<'a> {
+    pub statements: &'a mut ClientStatements,
+    pub params: &'a mut ParamSync,
+    /// Where commit LSNs are published for the `global` level, before the client can see
+    /// its commit.
+    pub cluster: &'a lsnpool_monitor::ClusterState,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The transaction is over; the server connection is idle and clean.
+    Done,
+    /// The client went away. `server_idle` says whether the server is at a message boundary
+    /// with nothing outstanding (then `status` tells whether a ROLLBACK is needed).
+    ClientGone { server_idle: bool, status: TxStatus },
+    /// The server connection failed; the client has been told and must be closed.
+    ServerLost,
+    /// The client broke the protocol; it has been told and must be closed.
+    ClientViolation,
+    /// A replica refused a write (25006) before the client saw anything: the replica
+    /// connection is idle again, and these client bytes must be replayed on the primary.
+    RetryOnPrimary(BytesMut),
+}
+
+/// What the relay does beyond relaying, decided by the router for this transaction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RelayPlan {
+    /// Learn the commit LSN of transactions that may have written (primary routes).
+    pub capture_lsn: bool,
+    /// Also learn the LSN after transactions that only read: a read the primary served in
+    /// place of a replica saw data up to there, and the client's next read must not see less.
+    pub capture_reads: bool,
+    /// Hold the replies of a replica-routed transaction until its first row, so a 25006
+    /// (the statement wrote after all) can be retried on the primary unseen.
+    pub retry_guard: bool,
+    /// The router's classification of the client buffer's first frame, a simple Query.
+    pub first_query: Option<Classification>,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct RelayStats {
+    pub queries: u64,
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+    /// SQLSTATE of the first error the server raised, if any.
+    pub first_error: Option<[u8; 5]>,
+}
+
+pub struct Relay<'c, 's, 'st> {
+    client: &'c mut ClientIo,
+    server: &'s mut ServerConn,
+    state: SessionState<'st>,
+    to_server: BytesMut,
+    out: Outstanding,
+    status: TxStatus,
+    /// Bytes of a big uninspected server message still to stream through.
+    streaming: usize,
+    pub stats: RelayStats,
+    plan: RelayPlan,
+    /// Whether the client's messages so far leave a transaction block open.
+    predicted_in_txn: bool,
+    /// A statement that may have written ran since the last LSN capture.
+    pub may_write: bool,
+    /// Class of the last unnamed Parse, for the Binds that follow it.
+    unnamed_class: Option<Classification>,
+    captures: Captures,
+    /// The newest commit LSN learned in this transaction.
+    pub captured: Option<Lsn>,
+    /// The newest LSN learned after a read-only transaction.
+    pub captured_read: Option<Lsn>,
+    guard: Option<RetryGuard>,
+    /// A 25006 was seen under the guard: swallow everything until the replica is idle.
+    retrying: bool,
+    copy: CopyTracker,
+}
+
+impl Drop for Relay<'_, '_, '_> {
+    fn drop(&mut self) {
+        // Unsent bytes only remain when the connection is being discarded anyway.
+        self.to_server.clear();
+        self.server.wbuf = std::mem::take(&mut self.to_server);
+    }
+}
+
+impl<'c, 's, 'st> Relay<'c, 's, 'st> {
+    pub fn new(client: &'c mut ClientIo, server: &'s mut ServerConn, state: SessionState<'st>, plan: RelayPlan) -> Self {
+        let guard = plan.retry_guard.then(|| RetryGuard::new(client.wbuf.len()));
+        // The server connection keeps its write buffer between transactions: one allocation
+        // per connection, not one per transaction.
+        let to_server = std::mem::take(&mut server.wbuf);
+        Relay {
+            client,
+            server,
+            state,
+            to_server,
+            out: Outstanding::default(),
+            status: TxStatus::Idle,
+            streaming: 0,
+            stats: RelayStats::default(),
+            plan,
+            predicted_in_txn: false,
+            may_write: false,
+            unnamed_class: None,
+            captures: Captures::default(),
+            captured: None,
+            captured_read: None,
+            guard,
+            retrying: false,
+            copy: CopyTracker::default(),
+        }
+    }
+
+    /// Runs until the transaction ends. The client's first message(s) are already in its
+    /// read buffer.
+    pub async fn run(&mut self) -> Outcome {
+        let step = self.pump_client();
+        if let Some(outcome) = self.client_input_sent(step) {
+            return outcome;
+        }
+        loop {
+            if self.retrying && self.out.idle() && self.to_server.is_empty() {
+                let saved = self.take_saved();
+                return Outcome::RetryOnPrimary(saved);
+            }
+            if self.transaction_over() {
+                return Outcome::Done;
+            }
+            let want_client = self.to_server.len() < HIGH_WATER && !self.retrying;
+            let want_server = self.client.wbuf.len() < HIGH_WATER || self.guard.is_some();
+            let can_write_client = self.client_output_waiting() && self.guard.is_none();
+            tokio::select! {
+                r = self.server.stream.readable(), if want_server => {
+                    if r.is_err() || self.read_server().is_err() {
+                        return self.server_lost();
+                    }
+                }
+                r = self.client.stream.readable(), if want_client => {
+                    if r.is_err() {
+                        return self.client_gone();
+                    }
+                    let step = self.read_client();
+                    if let Some(outcome) = self.client_input_sent(step) {
+                        return outcome;
+                    }
+                }
+                r = self.server.stream.writable(), if self.server_output_waiting() => {
+                    if r.is_err() || self.flush_server_now().is_err() {
+                        return self.server_lost();
+                    }
+                }
+                r = self.client.stream.writable(), if can_write_client => {
+                    if r.is_err() || self.flush_client_now().is_err() {
+                        return self.client_gone();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends on what the client's bytes produced for the server; the outcome when the client
+    /// left or broke the protocol, or the server cannot take them.
+    fn client_input_sent(&mut self, step: Result<ClientStep, Violation>) -> Option<Outcome> {
+        match step {
+            Ok(ClientStep::Continue) => {}
+            Ok(ClientStep::Gone) => return Some(self.client_gone()),
+            Err(v) => return Some(self.violation(v)),
+        }
+        if self.flush_server_now().is_err() {
+            return Some(self.server_lost());
+        }
+        None
+    }
+
+    fn transaction_over(&self) -> bool {
+        self.out.idle() && self.status == TxStatus::Idle && self.streaming == 0 && self.to_server.is_empty()
+            && self.out.sent > 0
+    }
+
+    fn client_gone(&mut self) -> Outcome {
+        Outcome::ClientGone {
+            server_idle: self.out.idle() && self.streaming == 0 && self.to_server.is_empty() && self.server.buf.is_empty(),
+            status: self.status,
+        }
+    }
+
+    fn server_lost(&mut self) -> Outcome {
+        self.server.broken = true;
+        let e = backend::PoolerError::fatal(
+            lsnpool_protocol::sqlstate::CONNECTION_FAILURE,
+            "server connection lost during the transaction; it did not commit unless the server confirmed it",
+        );
+        backend::error_response(&mut self.client.wbuf, &e);
+        Outcome::ServerLost
+    }
+
+    fn violation(&mut self, v: Violation) -> Outcome {
+        let e = backend::PoolerError::fatal(lsnpool_protocol::sqlstate::PROTOCOL_VIOLATION, &v.0);
+        backend::error_response(&mut self.client.wbuf, &e);
+        Outcome::ClientViolation
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum ClientStep {
+    Continue,
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct Violation(pub String);
+
+impl Violation {
+    fn malformed(what: &str) -> Violation {
+        Violation(format!("malformed {what} message"))
+    }
+}

@@ -1,0 +1,158 @@
+//! Server to client: reads the server's bytes and forwards its frames as runs, handing the
+//! frames the pooler must act on to the retry guard, the capture, the statement rewriter and
+//! the COPY tracker. Uninspected messages too big to buffer are streamed through.
+
+use super::io::Filled;
+use super::Relay;
+use bytes::Buf;
+use lsnpool_pool::ParamSync;
+use lsnpool_protocol::backend;
+use lsnpool_protocol::frame::Frames;
+use std::io;
+
+/// A server message bigger than this that the pooler does not inspect is streamed through
+/// instead of buffered whole.
+const STREAM_THRESHOLD: usize = 64 * 1024;
+
+fn inspected(tag: u8) -> bool {
+    matches!(
+        tag,
+        backend::ERROR_RESPONSE
+            | backend::READY_FOR_QUERY
+            | backend::PARSE_COMPLETE
+            | backend::CLOSE_COMPLETE
+            | backend::PARAMETER_STATUS
+    )
+}
+
+impl Relay<'_, '_, '_> {
+    pub(super) fn read_server(&mut self) -> io::Result<()> {
+        match self.fill_server()? {
+            Filled::Some => {}
+            Filled::Nothing => return Ok(()),
+            Filled::Eof => return Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+        let buf = std::mem::take(&mut self.server.buf);
+        let r = self.forward_server_frames(&buf);
+        self.server.buf = buf;
+        let consumed = r?;
+        self.server.buf.advance(consumed);
+        Ok(())
+    }
+
+    /// Forwards complete server frames, handling the inspected ones; returns bytes consumed.
+    fn forward_server_frames(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut pos = 0;
+        if self.streaming > 0 {
+            let n = self.streaming.min(buf.len());
+            self.client.wbuf.extend_from_slice(&buf[..n]);
+            self.streaming -= n;
+            pos = n;
+            if self.streaming > 0 {
+                self.stats.bytes_to_client += n as u64;
+                return Ok(pos);
+            }
+        }
+        let mut run_start = pos;
+        let mut frames = Frames::new(&buf[pos..], usize::MAX);
+        for item in &mut frames {
+            let (h, frame) = item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let start = pos;
+            pos += h.frame_len;
+            let preceding = &buf[run_start..start];
+            // Whether the run up to here was written and this frame dropped or replaced.
+            let cut = if self.retrying || self.in_capture_segment() {
+                // Answers nobody shows the client.
+                self.client.wbuf.extend_from_slice(preceding);
+                if self.retrying {
+                    self.retry_frame(h.tag, frame)?;
+                } else {
+                    self.capture_frame(h.tag, frame)?;
+                }
+                true
+            } else if self.guard_watch(h.tag, frame) {
+                // What came before is thrown away with the rest of the replica's answer.
+                true
+            } else {
+                match h.tag {
+                    backend::PARSE_COMPLETE => self.parse_answered(preceding),
+                    backend::CLOSE_COMPLETE => self.close_answered(preceding),
+                    backend::READY_FOR_QUERY => {
+                        self.ready_for_query(frame)?;
+                        self.hold_ready(frame, preceding)
+                    }
+                    backend::ERROR_RESPONSE => {
+                        self.server_error(frame);
+                        false
+                    }
+                    backend::PARAMETER_STATUS => {
+                        self.track_parameter(frame);
+                        false
+                    }
+                    backend::COMMAND_COMPLETE => {
+                        self.note_command_tag(frame);
+                        false
+                    }
+                    backend::COPY_IN_RESPONSE => {
+                        self.copy_in_response();
+                        false
+                    }
+                    _ => false,
+                }
+            };
+            if cut {
+                run_start = pos;
+            }
+        }
+        // A big message nobody needs to read is streamed through rather than buffered whole.
+        if let Ok(Some(h)) = frames.pending() {
+            let have = buf.len() - pos;
+            if h.frame_len > STREAM_THRESHOLD && !inspected(h.tag) {
+                self.streaming = h.frame_len - have;
+                pos = buf.len();
+            }
+        }
+        self.stats.bytes_to_client += (pos - run_start) as u64;
+        self.send_to_client(&buf[run_start..pos]);
+        Ok(pos)
+    }
+
+    /// After an error the server skips everything up to Sync: what was queued for those
+    /// messages will never be answered.
+    fn server_error(&mut self, frame: &[u8]) {
+        let f = backend::parse_error_fields(frame);
+        if self.stats.first_error.is_none() {
+            if let Ok(code) = <[u8; 5]>::try_from(f.code) {
+                self.stats.first_error = Some(code);
+            }
+        }
+        self.drop_unanswered(self.out.answered + 1);
+    }
+
+    /// The server's own word that a session reset ran, whatever form the client used
+    /// (extended protocol, after comments, in a multi-statement Query): its statements are
+    /// gone, and with DISCARD ALL its parameters too.
+    fn note_command_tag(&mut self, frame: &[u8]) {
+        let tag = frame.get(5..frame.len().saturating_sub(1)).unwrap_or_default();
+        match tag {
+            b"DEALLOCATE ALL" => self.server.statements.clear(),
+            b"DISCARD ALL" => {
+                self.server.statements.clear();
+                self.server.params = ParamSync::default();
+            }
+            _ => {}
+        }
+    }
+
+    /// A client's `SET TimeZone …` reaches us as ParameterStatus: it is now part of the
+    /// client's session (and of this server's), so it follows the client to other servers.
+    fn track_parameter(&mut self, frame: &[u8]) {
+        let Some((name, value)) = backend::parse_parameter_status(frame) else { return };
+        let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else { return };
+        let lower = name.to_ascii_lowercase();
+        if lsnpool_pool::is_tracked_reported(&lower) {
+            self.state.params.set(&lower, value);
+            self.server.params.set(&lower, value);
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! What the relay reads in SQL text on its own, beyond the router's classification: cheap
+//! byte scans whose false positives cost a round trip at most.
+
+use lsnpool_router::{Classification, Deallocate};
+
+/// DEALLOCATE ALL or DISCARD ALL anywhere in the text: the client's statements are gone.
+pub(super) fn drops_all_statements(class: &Classification, sql: &[u8]) -> bool {
+    match class.deallocate {
+        Some(Deallocate::All) => true,
+        Some(Deallocate::Several) => lsnpool_router::deallocations(sql).any(|d| d == Deallocate::All),
+        _ => false,
+    }
+}
+
+/// Could this text run a COPY? A false positive only costs the LSN capture a round trip.
+pub(crate) fn mentions_copy(sql: &[u8]) -> bool {
+    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+}
+
+/// RESET ALL returns the server session's parameters to their startup values. (DISCARD ALL
+/// and DEALLOCATE ALL are recognised by their command tags and the classifier; RESET ALL's
+/// tag is a bare "RESET".)
+pub(super) fn resets_all(sql: &[u8]) -> bool {
+    let mut words = sql.split(|b| b.is_ascii_whitespace() || *b == b';').filter(|w| !w.is_empty());
+    let is = |w: Option<&[u8]>, s: &str| w.is_some_and(|w| w.eq_ignore_ascii_case(s.as_bytes()));
+    is(words.next(), "reset") && is(words.next(), "all")
+}

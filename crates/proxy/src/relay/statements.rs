@@ -1,0 +1,257 @@
+//! The prepared-statement rewriter and the bookkeeping of what the server still owes.
+//!
+//! Clients' named statements become the server's shared `lsnpool_<id>` statements. A Parse the
+//! server already has becomes a Close of a name that does not exist, whose CloseComplete is
+//! turned back into the ParseComplete the client expects, in order and without an extra round
+//! trip. Every Parse/Close sent is queued with the segment (Sync/Query) it belongs to, so its
+//! answer can be matched, swallowed or rewritten, and so what it recorded can be undone when
+//! an error makes the server skip it.
+
+use super::{Relay, Violation};
+use crate::prepared::ClientStatement;
+use bytes::Bytes;
+use lsnpool_pool::{StatementId, StatementName};
+use lsnpool_protocol::backend;
+use lsnpool_protocol::frontend;
+use lsnpool_router::{classify_bytes as classify_sql, Classification, Deallocate};
+use std::collections::VecDeque;
+use std::io;
+
+/// A Close for this name never finds anything, which is the point: its CloseComplete holds
+/// the place of a ParseComplete the server is not asked to produce.
+const NO_SUCH_STATEMENT: &[u8] = b"lsnpool_none";
+
+/// What one outstanding server response stands for.
+enum ParseAnswer {
+    /// The client's own Parse: forward its ParseComplete. `undo` forgets what the pooler
+    /// recorded if the Parse fails.
+    Forward(Option<Undo>),
+    /// A Parse the pooler added to prepare a statement a Bind/Describe needs: swallow it.
+    Swallow(Undo),
+}
+
+enum CloseAnswer {
+    /// The client's Close. A statement it closed is forgotten at once (a Parse of the same
+    /// name may follow in the pipeline) and restored if the server skips the Close.
+    Forward(Option<(Bytes, ClientStatement)>),
+    /// Stands in for a skipped Parse: becomes a ParseComplete. Holds the client name to
+    /// forget if the server skips it.
+    AsParseComplete(Bytes),
+}
+
+struct Undo {
+    hash: u64,
+    client_name: Option<Bytes>,
+}
+
+/// Bookkeeping of what the server still owes the client.
+#[derive(Default)]
+pub(super) struct Outstanding {
+    /// Sync/Query/FunctionCall sent whose ReadyForQuery has not arrived.
+    pub(super) ready: usize,
+    /// Extended-protocol messages sent since the last Sync.
+    pub(super) unsynced: bool,
+    /// Counts of ReadyForQuery-terminated segments sent and answered: an entry queued while
+    /// `sent == k` is answered before the (k+1)th ReadyForQuery.
+    pub(super) sent: u64,
+    pub(super) answered: u64,
+    parses: VecDeque<(u64, ParseAnswer)>,
+    closes: VecDeque<(u64, CloseAnswer)>,
+}
+
+impl Outstanding {
+    pub(super) fn idle(&self) -> bool {
+        self.ready == 0 && !self.unsynced
+    }
+}
+
+// Client side. Each handler returns whether it cut the run of unchanged frames: it then wrote
+// `preceding` (the frames before this one) and its replacement, and the frame itself is not
+// forwarded.
+impl Relay<'_, '_, '_> {
+    pub(super) fn client_parse(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
+        self.out.unsynced = true;
+        self.stats.client_parses += 1;
+        let p = frontend::parse_parse(frame).ok_or_else(|| Violation::malformed("Parse"))?;
+        let class = classify_sql(p.query);
+        let copy = super::mentions_copy(p.query);
+        if !p.name.is_empty() {
+            self.to_server.extend_from_slice(preceding);
+            self.named_parse(p.name, p.body, class, copy);
+            return Ok(true);
+        }
+        self.unnamed_class = Some(class);
+        self.copy.unnamed_parsed(copy);
+        self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
+        Ok(false)
+    }
+
+    pub(super) fn client_bind(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
+        self.out.unsynced = true;
+        self.stats.binds += 1;
+        let b = frontend::parse_bind(frame).ok_or_else(|| Violation::malformed("Bind"))?;
+        let (class, copy) = if b.statement.is_empty() {
+            (self.unnamed_class, self.copy.unnamed())
+        } else {
+            match self.state.statements.get(b.statement) {
+                Some(s) => (Some(s.class), s.copy),
+                None => (None, false),
+            }
+        };
+        self.copy.may_run(copy);
+        self.note_statement(class.as_ref());
+        let mut cut = false;
+        if !b.statement.is_empty() {
+            if let Some(id) = self.ensure_prepared(b.statement, preceding) {
+                cut = true;
+                frontend::bind_renamed(&mut self.to_server, &b, StatementName::new(id).as_bytes());
+            }
+        }
+        // After the rename: this very Bind still needs the statement it executes.
+        if class.is_some_and(|c| c.deallocate == Some(Deallocate::All)) {
+            self.state.statements.clear();
+            self.server.statements.capture_in_doubt();
+        }
+        Ok(cut)
+    }
+
+    pub(super) fn client_describe(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
+        self.out.unsynced = true;
+        let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Describe"))?;
+        if kind != b'S' || name.is_empty() {
+            return Ok(false);
+        }
+        let Some(id) = self.ensure_prepared(name, preceding) else { return Ok(false) };
+        frontend::target(&mut self.to_server, frontend::DESCRIBE, b'S', StatementName::new(id).as_bytes());
+        Ok(true)
+    }
+
+    pub(super) fn client_close(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
+        self.out.unsynced = true;
+        let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Close"))?;
+        let mut undo = None;
+        let cut = kind == b'S' && !name.is_empty();
+        if cut {
+            // The server statement is shared with other clients: only this client forgets it.
+            // The Close still goes out so CloseComplete comes in order.
+            undo = self.state.statements.remove(name).map(|old| (Bytes::copy_from_slice(name), old));
+            self.to_server.extend_from_slice(preceding);
+            frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
+        }
+        self.out.closes.push_back((self.out.sent, CloseAnswer::Forward(undo)));
+        Ok(cut)
+    }
+
+    fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification, copy: bool) {
+        if self.state.statements.get(client_name).is_some() {
+            // PostgreSQL refuses to redefine a name (42P05) and skips to Sync: let the server
+            // say so, by preparing under the name this client's statement already has there.
+            if let Some(id) = self.ensure_prepared(client_name, &[]) {
+                let name = StatementName::new(id);
+                frontend::parse_with_body(&mut self.to_server, name.as_bytes(), body);
+                self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
+            }
+            return;
+        }
+        let stmt = self.state.statements.insert(client_name, body, class, copy);
+        let (hash, body) = (stmt.hash, stmt.body.clone());
+        if self.server.statements.get(hash, &body).is_some() {
+            frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
+            self.out.closes.push_back((self.out.sent, CloseAnswer::AsParseComplete(Bytes::copy_from_slice(client_name))));
+            return;
+        }
+        let undo = Undo { hash, client_name: Some(Bytes::copy_from_slice(client_name)) };
+        self.prepare_on_server(hash, body);
+        self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(Some(undo))));
+    }
+
+    /// The server statement for the client's `name`, preparing it first if this server
+    /// connection lacks it; `preceding` is the run of frames before this one, flushed first
+    /// so the order on the wire is kept. `None` for a name the client never prepared: the
+    /// message then goes out unchanged and the server raises the error PostgreSQL would.
+    fn ensure_prepared(&mut self, name: &[u8], preceding: &[u8]) -> Option<StatementId> {
+        let stmt = self.state.statements.get(name)?;
+        let (hash, body) = (stmt.hash, stmt.body.clone());
+        self.to_server.extend_from_slice(preceding);
+        if let Some(id) = self.server.statements.get(hash, &body) {
+            return Some(id);
+        }
+        let id = self.prepare_on_server(hash, body);
+        self.out.parses.push_back((self.out.sent, ParseAnswer::Swallow(Undo { hash, client_name: None })));
+        Some(id)
+    }
+
+    /// Sends a Parse of `body` under a new server name and records it as prepared there.
+    fn prepare_on_server(&mut self, hash: u64, body: Bytes) -> StatementId {
+        let id = StatementId::next();
+        frontend::parse_with_body(&mut self.to_server, StatementName::new(id).as_bytes(), &body);
+        self.server.statements.insert(hash, body, id);
+        self.stats.server_parses += 1;
+        id
+    }
+
+    /// A Sync, Query or FunctionCall went out: one more ReadyForQuery to wait for.
+    pub(super) fn segment_sent(&mut self, simple: bool) {
+        if !simple {
+            self.out.unsynced = false;
+        }
+        self.out.ready += 1;
+        self.out.sent += 1;
+    }
+}
+
+// Server side.
+impl Relay<'_, '_, '_> {
+    /// ParseComplete: swallowed when it answers a Parse the pooler added (then `preceding` is
+    /// written and true returned).
+    pub(super) fn parse_answered(&mut self, preceding: &[u8]) -> bool {
+        let Some((_, ParseAnswer::Swallow(_))) = self.out.parses.pop_front() else { return false };
+        self.client.wbuf.extend_from_slice(preceding);
+        true
+    }
+
+    /// CloseComplete: becomes a ParseComplete when it stands in for a skipped Parse.
+    pub(super) fn close_answered(&mut self, preceding: &[u8]) -> bool {
+        let Some((_, CloseAnswer::AsParseComplete(_))) = self.out.closes.pop_front() else { return false };
+        self.client.wbuf.extend_from_slice(preceding);
+        backend::parse_complete(&mut self.client.wbuf);
+        true
+    }
+
+    /// Every ReadyForQuery, whoever it answers: the transaction status, one segment answered,
+    /// and whatever that segment queued but the server skipped is undone.
+    pub(super) fn ready_for_query(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.status = backend::parse_ready_for_query(frame)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad ReadyForQuery"))?;
+        self.out.ready = self.out.ready.saturating_sub(1);
+        self.out.answered += 1;
+        self.drop_unanswered(self.out.answered);
+        Ok(())
+    }
+
+    /// Drops queue entries of segments before `segment_end`, undoing what their Parses
+    /// recorded: those statements were never created.
+    pub(super) fn drop_unanswered(&mut self, segment_end: u64) {
+        while self.out.parses.front().is_some_and(|(seg, _)| *seg < segment_end) {
+            if let Some((_, answer)) = self.out.parses.pop_front() {
+                let undo = match answer {
+                    ParseAnswer::Forward(u) => u,
+                    ParseAnswer::Swallow(u) => Some(u),
+                };
+                if let Some(u) = undo {
+                    self.server.statements.forget(u.hash);
+                    if let Some(name) = u.client_name {
+                        self.state.statements.remove(&name);
+                    }
+                }
+            }
+        }
+        while self.out.closes.front().is_some_and(|(seg, _)| *seg < segment_end) {
+            match self.out.closes.pop_front() {
+                Some((_, CloseAnswer::AsParseComplete(name))) => self.state.statements.remove(&name).map(drop).unwrap_or(()),
+                Some((_, CloseAnswer::Forward(Some((name, old))))) => self.state.statements.restore(&name, old),
+                _ => {}
+            }
+        }
+    }
+}
