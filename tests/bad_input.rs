@@ -254,3 +254,41 @@ async fn startup_gucs_are_passed_to_the_server() {
         }
     }
 }
+
+/// Messages PostgreSQL refuses after login (it closes the connection with 08P01) must be refused
+/// by lsnpool to their sender alone: forwarded behind a finished Query, they would kill the
+/// pooled server connection the next client borrows (issue 11, item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_after_a_query_is_refused_and_never_reaches_other_clients() {
+    let p = PoolerOpts::primary_only().pool_size(1).start();
+    let unknown = |tag: u8| {
+        let mut m = vec![tag];
+        m.extend_from_slice(&8i32.to_be_bytes());
+        m.extend_from_slice(b"junk");
+        m
+    };
+    let mut junks = vec![("unknown tag Z", unknown(b'Z')), ("PasswordMessage", unknown(b'p')), ("tag 0x01", unknown(1))];
+    junks.push(("a startup packet", startup_packet(PROTOCOL_3_0, &[("user", "app"), ("database", "appdb")])));
+    for (what, junk) in &junks {
+        // Behind a complete Query in the same write, and alone while idle.
+        for behind_query in [true, false] {
+            let mut r = Raw::login(p.port, "app", "app").await;
+            let mut bytes = if behind_query { Fe::new().query("SELECT 1").take() } else { Vec::new() };
+            bytes.extend_from_slice(junk);
+            r.send(&bytes).await;
+            let msgs = within(10.0, what, r.until_eof(Duration::from_secs(8))).await;
+            let err = msgs.iter().find(|m| m.tag == b'E').unwrap_or_else(|| panic!("{what}: no error in {}", tags(&msgs)));
+            assert_eq!(err.code().as_deref(), Some("08P01"), "{what}: {msgs:?}");
+            // The one server connection serves the next clients untouched.
+            for i in 0..3 {
+                let c = p.app().await;
+                let got = c.simple_one("SELECT 'clean'").await;
+                assert_eq!(got.map_err(|e| db_message(&e)), Ok(Some("clean".to_string())), "{what}, client {i} after it");
+            }
+        }
+    }
+    // CopyData/CopyDone/CopyFail outside COPY are ignored, as PostgreSQL ignores them.
+    let mut r = Raw::login(p.port, "app", "app").await;
+    r.send(&unknown(b'd')).await;
+    assert_eq!(rows0(&r.simple("SELECT 'after copydata'").await), vec!["after copydata".to_string()]);
+}

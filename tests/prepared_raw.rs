@@ -120,7 +120,18 @@ async fn parses_skipped_after_an_error_are_not_remembered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_without_sync_gets_answers() {
-    let p = PoolerOpts::primary_only().pool_size(1).start();
+    flush_without_sync(PoolerOpts::primary_only()).await;
+}
+
+/// Routed to a replica, the reads are held back for the 25006 retry until their first result:
+/// a Flush must release them, or asyncpg waits forever (issue 14, item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_without_sync_gets_answers_from_a_replica() {
+    flush_without_sync(PoolerOpts::new()).await;
+}
+
+async fn flush_without_sync(opts: PoolerOpts) {
+    let p = opts.pool_size(1).start();
     let mut c = Raw::login(p.port, "app", "app").await;
     // asyncpg's prepare: Parse + Describe + Flush, then it waits for the answers.
     c.send_fe(Fe::new().parse("apg_1", "SELECT $1::int + 1 AS x", &[]).describe_statement("apg_1").flush()).await;

@@ -5,6 +5,12 @@
 //! is lent to a client with different ones, lsnpool sets the difference first, and RESETs what
 //! the previous client set but this one did not (RESET returns to the connection's startup
 //! value). Names are stored lowercased: GUC names are case-insensitive.
+//!
+//! A client's own `SET`s (and `RESET`, `SET ROLE`, `SET SESSION AUTHORIZATION`,
+//! `set_config(…, false)`) join its record too: after a transaction that may have changed its
+//! session, the server is asked what its session now holds ([`ParamSync::session_query`]), and
+//! that answer becomes both the client's record and the connection's. Asking the server, rather
+//! than parsing the statements, gets rolled-back SETs, failed ones and every syntax right.
 
 /// Reported parameters a client may change with SET: when the server reports a new value
 /// during a client's transaction, it becomes part of that client's session.
@@ -53,6 +59,29 @@ impl ParamSync {
         }
     }
 
+    /// A query whose one value lists what the server session holds beyond its startup state:
+    /// every parameter whose source is `session`, the role, and the session authorization when
+    /// it is not `login_user` (neither of the last two shows in pg_settings). Read by
+    /// [`ParamSync::from_session_text`].
+    pub fn session_query(login_user: &str) -> String {
+        format!(
+            "SELECT pg_catalog.string_agg(name || '=' || setting, E'\\x1e') FROM (\
+             SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+             UNION ALL SELECT 'role', pg_catalog.current_setting('role') WHERE pg_catalog.current_setting('role') <> 'none' \
+             UNION ALL SELECT 'session_authorization', pg_catalog.current_setting('session_authorization') \
+             WHERE pg_catalog.current_setting('session_authorization') <> {}) s",
+            quote_literal(login_user)
+        )
+    }
+
+    /// The answer to [`ParamSync::session_query`] (NULL, for a session at its startup state, is
+    /// an empty text).
+    pub fn from_session_text(text: &[u8]) -> Option<ParamSync> {
+        let text = std::str::from_utf8(text).ok()?;
+        let pairs = text.split('\x1e').filter(|r| !r.is_empty()).map(|r| r.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())));
+        pairs.collect::<Option<Vec<_>>>().map(ParamSync::new)
+    }
+
     /// The statements that turn a server session holding `self` into one holding `want`;
     /// `None` when they already agree (the common case: no allocation).
     pub fn plan_towards(&self, want: &ParamSync) -> Option<ParamSyncPlan> {
@@ -60,7 +89,9 @@ impl ParamSync {
             return None;
         }
         let mut sets = Vec::new();
-        for (k, v) in &want.params {
+        // A new session authorization resets the role: it goes first.
+        let auth_first = want.params.iter().filter(|(k, _)| k == "session_authorization");
+        for (k, v) in auth_first.chain(want.params.iter().filter(|(k, _)| k != "session_authorization")) {
             if self.params.iter().all(|(sk, sv)| sk != k || sv != v) {
                 sets.push(format!("pg_catalog.set_config({}, {}, false)", quote_literal(k), quote_literal(v)));
             }
@@ -129,6 +160,25 @@ mod tests {
             "RESET \"search_path\";SELECT pg_catalog.set_config('application_name', 'new''app', false), \
              pg_catalog.set_config('datestyle', 'ISO, DMY', false)"
         );
+    }
+
+    #[test]
+    fn session_authorization_is_set_before_the_role() {
+        let client = p(&[("role", "r"), ("session_authorization", "u")]);
+        let plan = ParamSync::default().plan_towards(&client).unwrap();
+        assert_eq!(
+            plan.sql,
+            "SELECT pg_catalog.set_config('session_authorization', 'u', false), pg_catalog.set_config('role', 'r', false)"
+        );
+    }
+
+    #[test]
+    fn reads_the_servers_session() {
+        let got = ParamSync::from_session_text(b"search_path=a, b\x1estatement_timeout=1234\x1erole=r").unwrap();
+        assert_eq!(got, p(&[("search_path", "a, b"), ("statement_timeout", "1234"), ("role", "r")]));
+        assert_eq!(ParamSync::from_session_text(b""), Some(ParamSync::default()));
+        assert_eq!(ParamSync::from_session_text(b"noequals"), None);
+        assert!(ParamSync::session_query("o'k").contains("<> 'o''k'"));
     }
 
     #[test]

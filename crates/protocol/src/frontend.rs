@@ -21,6 +21,24 @@ pub const COPY_FAIL: u8 = b'f';
 pub const FUNCTION_CALL: u8 = b'F';
 pub const PASSWORD: u8 = b'p';
 
+/// Whether PostgreSQL accepts a message with this tag from a logged-in client (PostgresMain's
+/// dispatch). CopyData/CopyDone/CopyFail are accepted everywhere: outside COPY the server
+/// ignores them. Anything else (an unknown tag, a PasswordMessage, a second startup packet,
+/// whose length's high byte reads as tag 0) makes it close the connection with 08P01, so the
+/// pooler must refuse it itself: forwarded, it would kill a server connection other clients
+/// borrow next.
+pub fn is_accepted_after_login(tag: u8) -> bool {
+    matches!(
+        tag,
+        QUERY | PARSE | BIND | DESCRIBE | EXECUTE | CLOSE | SYNC | FLUSH | TERMINATE | FUNCTION_CALL | COPY_DATA | COPY_DONE | COPY_FAIL
+    )
+}
+
+/// The error PostgreSQL gives for a tag [`is_accepted_after_login`] refuses.
+pub fn invalid_message_type(tag: u8) -> String {
+    format!("invalid frontend message type {tag}")
+}
+
 /// Query text of a simple Query (without its NUL).
 pub fn parse_query(frame: &[u8]) -> Option<&[u8]> {
     let mut pos = HEADER_LEN;

@@ -143,6 +143,20 @@ impl Lease {
         }
     }
 
+    /// After a transaction that may have changed the session (a SET, RESET, set_config...):
+    /// what the server session now holds beyond its startup state. It becomes this
+    /// connection's record, so the next borrower's `sync_params` undoes it; the caller makes it
+    /// the client's too. `None` (the connection's state is unknown): close it.
+    pub async fn read_session(&mut self, login_user: &str, timeout: Duration) -> Option<ParamSync> {
+        let reply = self.simple_query(&ParamSync::session_query(login_user), timeout).await.ok()?;
+        if reply.error.is_some() || reply.status != TxStatus::Idle {
+            return None;
+        }
+        let session = ParamSync::from_session_text(reply.value.as_deref().unwrap_or_default())?;
+        self.params = session.clone();
+        Some(session)
+    }
+
     /// Gives a clean, idle connection back to its pool, first closing the statements over
     /// `max_prepared_statements` (only between transactions, so none a client uses is lost).
     pub async fn release(mut self, slot: &ClientSlot, max_prepared: usize, timeout: Duration) {

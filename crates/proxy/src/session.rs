@@ -99,6 +99,12 @@ impl Session {
                     self.fatal(sqlstate::PROTOCOL_VIOLATION, &e.to_string());
                     return "protocol violation";
                 }
+                // Refused at its tag, as PostgreSQL does, before waiting for a body that may
+                // never come (a second startup packet reads as tag 0 and a huge length).
+                Ok(Some(h)) if !frontend::is_accepted_after_login(h.tag) => {
+                    self.fatal(sqlstate::PROTOCOL_VIOLATION, &frontend::invalid_message_type(h.tag));
+                    return "protocol violation";
+                }
                 Ok(h) => h.filter(|h| self.client.rbuf.len() >= h.frame_len),
             };
             let Some(header) = header else {
@@ -129,7 +135,9 @@ impl Session {
                         backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
                         continue;
                     }
-                    frontend::FLUSH => {
+                    // Outside COPY the server ignores these; so do we, rather than lend a
+                    // server for them.
+                    frontend::FLUSH | frontend::COPY_DATA | frontend::COPY_DONE | frontend::COPY_FAIL => {
                         self.client.rbuf.advance(header.frame_len);
                         continue;
                     }
@@ -231,12 +239,12 @@ impl Session {
             let slot = self.slot().clone();
             slot.set_server(Some(server.key));
             let started = Instant::now();
-            let (outcome, may_write, captured, captured_read) = {
+            let (outcome, may_write, session_changed, captured, captured_read) = {
                 let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
                 record(&self.login.db, &relay.stats, started, target.route);
-                (outcome, relay.may_write, relay.captured, relay.captured_read)
+                (outcome, relay.may_write, relay.session_changed, relay.captured, relay.captured_read)
             };
             slot.set_server(None);
             if let Some(lsn) = captured {
@@ -246,17 +254,30 @@ impl Session {
                 self.router.learn_read(lsn);
             }
             let timeout = self.login.topology.config.pooler.query_wait_timeout;
+            let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
             match outcome {
                 Outcome::Done => {
                     if plan.capture_lsn && may_write {
                         self.capture_separately(&mut server).await;
                     }
                     self.router.served(&target);
-                    if self.login.topology.pool_mode() == PoolMode::Session {
+                    if session_mode {
                         self.held = Some(Box::new((server, target)));
-                    } else {
-                        self.release(server).await;
+                        return Ok(());
                     }
+                    if session_changed {
+                        // The client's session is what the server now holds; the connection's
+                        // record says so too, so the next borrower's sync undoes it.
+                        match server.read_session(&self.login.user.name, timeout).await {
+                            Some(session) => self.login.params = session,
+                            None => {
+                                tracing::warn!(client = %self.peer, node = %server.label, "could not read the session back; closing the server connection");
+                                server.discard();
+                                return Ok(());
+                            }
+                        }
+                    }
+                    self.release(server).await;
                     return Ok(());
                 }
                 Outcome::RetryOnPrimary(saved) => {
@@ -269,7 +290,9 @@ impl Session {
                     tracing::debug!(client = %self.peer, "replica refused a write (25006); retrying on the primary");
                 }
                 Outcome::ClientGone { server_idle, status } => {
-                    server.end(server_idle, status, self.login.topology.pool_mode() == PoolMode::Session, timeout).await;
+                    // A session changed by a client that is gone is nobody's: close it.
+                    let server_idle = server_idle && (session_mode || !session_changed);
+                    server.end(server_idle, status, session_mode, timeout).await;
                     return Err("client closed the connection mid-transaction");
                 }
                 Outcome::ServerLost => {

@@ -2,7 +2,7 @@
 //! frames the pooler must act on to the statement rewriter, the COPY tracker and the capture.
 
 use super::io::Filled;
-use super::sql::{drops_all_statements, mentions_copy, resets_all};
+use super::sql::{drops_all_statements, mentions_copy, mentions_set_config, resets_all};
 use super::{ClientStep, Relay, Violation};
 use bytes::Buf;
 use lsnpool_pool::ParamSync;
@@ -61,6 +61,9 @@ impl Relay<'_, '_, '_> {
                 }
                 frontend::FLUSH => {
                     self.out.unsynced = true;
+                    // The client waits for the answers so far before it sends more (asyncpg's
+                    // Parse/Describe/Flush): holding them for the 25006 retry would deadlock.
+                    self.guard = None;
                     false
                 }
                 frontend::SYNC if self.copy.ignores_sync() => false,
@@ -85,14 +88,23 @@ impl Relay<'_, '_, '_> {
                     self.copy.copy_in_ended();
                     false
                 }
-                _ => false, // CopyData and anything else: passed through
+                frontend::COPY_DATA => false,
+                // What PostgreSQL would close the connection for must not reach it: the server
+                // connection outlives this client.
+                tag if !frontend::is_accepted_after_login(tag) => return Err(Violation(frontend::invalid_message_type(tag))),
+                _ => false,
             };
             if cut {
                 run_start = pos;
             }
         }
-        // A frame too large for max_message_size must fail now, not after buffering it.
-        frames.pending().map_err(|e| Violation(e.to_string()))?;
+        // A frame too large for max_message_size, or one PostgreSQL would refuse at its tag,
+        // must fail now, not after buffering it.
+        if let Some(h) = frames.pending().map_err(|e| Violation(e.to_string()))? {
+            if !frontend::is_accepted_after_login(h.tag) {
+                return Err(Violation(frontend::invalid_message_type(h.tag)));
+            }
+        }
         self.to_server.extend_from_slice(&buf[run_start..pos]);
         Ok((pos, ClientStep::Continue))
     }
@@ -103,6 +115,7 @@ impl Relay<'_, '_, '_> {
         self.segment_sent(true);
         let sql = frontend::parse_query(frame).unwrap_or_default();
         self.copy.query_sent(mentions_copy(sql));
+        self.session_changed |= mentions_set_config(sql);
         if resets_all(sql) {
             // The server session's parameters are back to their startup values: our record of
             // what was applied there is void.

@@ -109,6 +109,9 @@ pub struct Relay<'c, 's, 'st> {
     predicted_in_txn: bool,
     /// A statement that may have written ran since the last LSN capture.
     pub may_write: bool,
+    /// A statement may have changed the session (SET, RESET, set_config, DISCARD ALL): the
+    /// session reads it back from the server before the connection goes to anyone else.
+    pub session_changed: bool,
     /// Class of the last unnamed Parse, for the Binds that follow it.
     unnamed_class: Option<Classification>,
     captures: Captures,
@@ -148,6 +151,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             plan,
             predicted_in_txn: false,
             may_write: false,
+            session_changed: false,
             unnamed_class: None,
             captures: Captures::default(),
             captured: None,

@@ -139,7 +139,11 @@ impl Relay<'_, '_, '_> {
             b"DISCARD ALL" => {
                 self.server.statements.clear();
                 self.server.params = ParamSync::default();
+                self.session_changed = true;
             }
+            // SET, RESET, SET ROLE, SET SESSION AUTHORIZATION, SET LOCAL (a false positive):
+            // the session may now differ from what the pooler recorded.
+            b"SET" | b"RESET" => self.session_changed = true,
             _ => {}
         }
     }

@@ -25,3 +25,9 @@ pub(super) fn resets_all(sql: &[u8]) -> bool {
     let is = |w: Option<&[u8]>, s: &str| w.is_some_and(|w| w.eq_ignore_ascii_case(s.as_bytes()));
     is(words.next(), "reset") && is(words.next(), "all")
 }
+
+/// Could this text change the session through `set_config`? (SET and RESET are seen by their
+/// command tags.) A false positive costs one round trip to read the session back.
+pub(super) fn mentions_set_config(sql: &[u8]) -> bool {
+    sql.windows(10).any(|w| w.eq_ignore_ascii_case(b"set_config"))
+}

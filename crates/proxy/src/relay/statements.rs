@@ -75,6 +75,7 @@ impl Relay<'_, '_, '_> {
         let p = frontend::parse_parse(frame).ok_or_else(|| Violation::malformed("Parse"))?;
         let class = classify_sql(p.query);
         let copy = super::mentions_copy(p.query);
+        self.session_changed |= super::sql::mentions_set_config(p.query);
         if !p.name.is_empty() {
             self.to_server.extend_from_slice(preceding);
             self.named_parse(p.name, p.body, class, copy);
@@ -94,7 +95,11 @@ impl Relay<'_, '_, '_> {
             (self.unnamed_class, self.copy.unnamed())
         } else {
             match self.state.statements.get(b.statement) {
-                Some(s) => (Some(s.class), s.copy),
+                Some(s) => {
+                    // Prepared in an earlier transaction, maybe without the relay seeing it.
+                    self.session_changed |= super::sql::mentions_set_config(&s.body);
+                    (Some(s.class), s.copy)
+                }
                 None => (None, false),
             }
         };
