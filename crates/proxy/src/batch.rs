@@ -5,6 +5,28 @@ use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
 use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
 
+/// Classifications of a batch's Query and Parse frames by their offset in the client's read
+/// buffer: the first few only, inline (a batch rarely holds more), so nothing is allocated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Classified {
+    entries: [(u32, Option<Classification>); 4],
+    len: usize,
+}
+
+impl Classified {
+    fn push(&mut self, offset: usize, class: Classification) {
+        if let (Some(slot), Ok(offset)) = (self.entries.get_mut(self.len), u32::try_from(offset)) {
+            *slot = (offset, Some(class));
+            self.len += 1;
+        }
+    }
+
+    /// The classification of the frame at `offset`, if the batch analysis made it.
+    pub fn at(&self, offset: usize) -> Option<Classification> {
+        self.entries[..self.len].iter().find(|(o, _)| *o as usize == offset).and_then(|(_, c)| *c)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchInfo {
     /// Some statement must run on the primary.
@@ -16,9 +38,12 @@ pub struct BatchInfo {
     pub pooler: Option<PoolerCommand>,
     /// The batch is one simple Query `DEALLOCATE name`: the byte range of the name.
     pub deallocate: Option<Deallocate>,
-    /// The classification of the buffer's first frame when it is a simple Query, so the relay
-    /// does not lex the same text a second time.
-    pub first_query: Option<Classification>,
+    /// The classifications made here, by frame offset, so the relay does not lex the same
+    /// text a second time.
+    pub classified: Classified,
+    /// The batch is only named Parses and their Sync (what PQprepare and `pgbench -M
+    /// prepared` send): its length. An idle client can have it answered without a server.
+    pub parse_only: Option<usize>,
     /// The buffer starts with an unnamed Parse of one pooler command (drivers such as JDBC
     /// send SET through the extended protocol); [`extended_command`] checks the rest.
     pub parsed_pooler: Option<PoolerCommand>,
@@ -30,16 +55,27 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
     let mut info = BatchInfo::default();
     let mut first_statement = true;
     let mut at_start = true;
+    let mut offset = 0;
+    // Still only named Parses: a Sync then ends a batch that needs no server.
+    let mut only_named_parses = true;
     for (h, frame) in Frames::new(buf, max_message_size).map_while(Result::ok) {
+        let start = offset;
+        offset += h.frame_len;
         let class = match h.tag {
             frontend::QUERY => {
                 let c = classify_bytes(frontend::parse_query(frame).unwrap_or_default());
-                if at_start {
-                    info.first_query = Some(c);
-                }
+                info.classified.push(start, c);
                 Some(c)
             }
-            frontend::PARSE => frontend::parse_parse(frame).map(|p| classify_bytes(p.query)),
+            frontend::PARSE => {
+                let parse = frontend::parse_parse(frame);
+                only_named_parses &= parse.as_ref().is_some_and(|p| !p.name.is_empty());
+                parse.map(|p| {
+                    let c = classify_bytes(p.query);
+                    info.classified.push(start, c);
+                    c
+                })
+            }
             frontend::BIND => match frontend::parse_bind(frame) {
                 Some(b) if !b.statement.is_empty() => match statements.get(b.statement) {
                     Some(s) => Some(s.class),
@@ -56,6 +92,10 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
             }
             _ => None,
         };
+        only_named_parses &= h.tag == frontend::PARSE || h.tag == frontend::SYNC;
+        if h.tag == frontend::SYNC && only_named_parses && start > 0 {
+            info.parse_only = Some(offset);
+        }
         if let Some(c) = class {
             info.writes |= c.write;
             if first_statement {
@@ -160,17 +200,43 @@ fn no_params_text_results(rest: &[u8]) -> bool {
     (0..results).all(|i| i16_at(pos + 4 + 2 * i) == Some(0))
 }
 
-/// Length of a batch made only of named Parses and its Sync (what PQprepare and
-/// `pgbench -M prepared` send), which an idle client can have answered without a server.
-pub fn parse_only(buf: &[u8], max_message_size: usize) -> Option<usize> {
-    let mut len = 0;
-    for (h, frame) in Frames::new(buf, max_message_size).map_while(Result::ok) {
-        len += h.frame_len;
-        match h.tag {
-            frontend::SYNC if len > h.frame_len => return Some(len),
-            frontend::PARSE if frontend::parse_parse(frame).is_some_and(|p| !p.name.is_empty()) => {}
-            _ => return None,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
+        let body = [sql.as_bytes(), b"\0\0\0"].concat();
+        frontend::parse_with_body(buf, name.as_bytes(), &body);
     }
-    None
+
+    #[test]
+    fn classifies_each_frame_once_by_offset() {
+        let mut buf = BytesMut::new();
+        parse(&mut buf, "", "SELECT 1");
+        let second = buf.len();
+        parse(&mut buf, "s", "UPDATE t SET a = 1");
+        frontend::sync(&mut buf);
+        let info = analyze(&buf, 1 << 20, &ClientStatements::default());
+        assert!(info.writes);
+        assert!(info.classified.at(0).is_some_and(|c| !c.write));
+        assert!(info.classified.at(second).is_some_and(|c| c.write));
+        assert_eq!(info.classified.at(1), None);
+        assert_eq!(info.parse_only, None, "an unnamed Parse needs a server");
+    }
+
+    #[test]
+    fn named_parses_and_sync_need_no_server() {
+        let mut buf = BytesMut::new();
+        parse(&mut buf, "a", "SELECT 1");
+        parse(&mut buf, "b", "SELECT 2");
+        frontend::sync(&mut buf);
+        let len = buf.len();
+        frontend::query(&mut buf, "SELECT 3");
+        let info = analyze(&buf, 1 << 20, &ClientStatements::default());
+        assert_eq!(info.parse_only, Some(len));
+        let mut lone_sync = BytesMut::new();
+        frontend::sync(&mut lone_sync);
+        assert_eq!(analyze(&lone_sync, 1 << 20, &ClientStatements::default()).parse_only, None);
+    }
 }

@@ -184,7 +184,7 @@ impl Session {
             return Ok(());
         }
         if self.held.is_none() {
-            if let Some(len) = batch::parse_only(&self.client.rbuf, self.client.max_message_size) {
+            if let Some(len) = info.parse_only {
                 self.prepare_locally(len);
                 return Ok(());
             }
@@ -234,7 +234,7 @@ impl Session {
                     && self.login.db.mode == RoutingMode::Automatic
                     && !info.read_only_txn
                     && forced.is_none(),
-                first_query: info.first_query,
+                classified: info.classified,
             };
             let slot = self.slot().clone();
             slot.set_server(Some(server.key));

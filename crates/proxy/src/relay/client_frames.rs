@@ -4,6 +4,7 @@
 use super::io::Filled;
 use super::sql::{drops_all_statements, mentions_copy, mentions_set_config, resets_all};
 use super::{ClientStep, Relay, Violation};
+use crate::batch::Classified;
 use bytes::Buf;
 use lsnpool_pool::ParamSync;
 use lsnpool_protocol::frame::Frames;
@@ -24,7 +25,7 @@ impl Relay<'_, '_, '_> {
         let rbuf = std::mem::take(&mut self.client.rbuf);
         let r = self.forward_client_frames(&rbuf);
         // Valid for the buffer the router saw only.
-        self.plan.first_query = None;
+        self.plan.classified = Classified::default();
         let (consumed, step) = r?;
         if step == ClientStep::Gone {
             return Ok(step);
@@ -50,7 +51,7 @@ impl Relay<'_, '_, '_> {
             let through = &buf[run_start..pos];
             // Whether the run up to here was written, with this frame replaced or followed.
             let cut = match h.tag {
-                frontend::PARSE => self.client_parse(frame, preceding)?,
+                frontend::PARSE => self.client_parse(frame, preceding, self.plan.classified.at(start))?,
                 frontend::BIND => self.client_bind(frame, preceding)?,
                 frontend::DESCRIBE => self.client_describe(frame, preceding)?,
                 frontend::CLOSE => self.client_close(frame, preceding)?,
@@ -73,7 +74,7 @@ impl Relay<'_, '_, '_> {
                     self.capture_after(through)
                 }
                 frontend::QUERY => {
-                    self.client_query(frame, start == 0);
+                    self.client_query(frame, self.plan.classified.at(start));
                     self.capture_after(through)
                 }
                 frontend::FUNCTION_CALL => {
@@ -109,8 +110,8 @@ impl Relay<'_, '_, '_> {
         Ok((pos, ClientStep::Continue))
     }
 
-    /// A simple Query; `first` says it is the frame the router already classified.
-    fn client_query(&mut self, frame: &[u8], first: bool) {
+    /// A simple Query; `known` is its classification if the batch analysis made it.
+    fn client_query(&mut self, frame: &[u8], known: Option<Classification>) {
         self.stats.queries += 1;
         self.segment_sent(true);
         let sql = frontend::parse_query(frame).unwrap_or_default();
@@ -121,7 +122,6 @@ impl Relay<'_, '_, '_> {
             // what was applied there is void.
             self.server.params = ParamSync::default();
         }
-        let known = if first { self.plan.first_query.take() } else { None };
         let class = known.unwrap_or_else(|| classify_sql(sql));
         if drops_all_statements(&class, sql) {
             self.state.statements.clear();

@@ -28,6 +28,7 @@ pub(crate) use capture::CAPTURE_SQL;
 pub use io::{flush_now, peek_header, read_available, ClientIo};
 pub(crate) use sql::mentions_copy;
 
+use crate::batch::Classified;
 use crate::prepared::ClientStatements;
 use bytes::BytesMut;
 use capture::Captures;
@@ -78,8 +79,8 @@ pub struct RelayPlan {
     /// Hold the replies of a replica-routed transaction until its first row, so a 25006
     /// (the statement wrote after all) can be retried on the primary unseen.
     pub retry_guard: bool,
-    /// The router's classification of the client buffer's first frame, a simple Query.
-    pub first_query: Option<Classification>,
+    /// The batch analysis's classifications of the client buffer's Query and Parse frames.
+    pub classified: Classified,
 }
 
 #[derive(Default, Debug, Clone, Copy)]

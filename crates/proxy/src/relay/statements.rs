@@ -69,11 +69,12 @@ impl Outstanding {
 // `preceding` (the frames before this one) and its replacement, and the frame itself is not
 // forwarded.
 impl Relay<'_, '_, '_> {
-    pub(super) fn client_parse(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
+    /// `known` is the Parse's classification if the batch analysis made it.
+    pub(super) fn client_parse(&mut self, frame: &[u8], preceding: &[u8], known: Option<Classification>) -> Result<bool, Violation> {
         self.out.unsynced = true;
         self.stats.client_parses += 1;
         let p = frontend::parse_parse(frame).ok_or_else(|| Violation::malformed("Parse"))?;
-        let class = classify_sql(p.query);
+        let class = known.unwrap_or_else(|| classify_sql(p.query));
         let copy = super::mentions_copy(p.query);
         self.session_changed |= super::sql::mentions_set_config(p.query);
         if !p.name.is_empty() {
