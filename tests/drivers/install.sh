@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 IS_ROOT=0
 [[ "$(id -u)" == 0 ]] && IS_ROOT=1
 
-PY_REQS=("psycopg[binary]>=3.1,<4" "psycopg2-binary>=2.9,<3" "asyncpg>=0.29,<1" "SQLAlchemy>=2.0,<3")
+PY_REQS=("psycopg[binary]>=3.1,<4" "psycopg2-binary>=2.9,<3" "asyncpg>=0.29,<1" "SQLAlchemy[asyncio]>=2.0,<3")
 NODE_REQS=("pg@^8" "postgres@^3")
 
 log() { printf 'drivers: %s\n' "$*" >&2; }
@@ -52,7 +52,7 @@ install_python() {
     local venv="$OUT/venv" stamp="$OUT/venv/.lsnpool-stamp" want py
     want="$(printf '%s\n' "${PY_REQS[@]}")"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" ]] \
-       && "$venv/bin/python" -c 'import psycopg, psycopg2, asyncpg, sqlalchemy' 2>/dev/null; then
+       && "$venv/bin/python" -c 'import psycopg, psycopg2, asyncpg, sqlalchemy, greenlet' 2>/dev/null; then
         rm -f "$OUT/python.unavailable"
         return 0
     fi
