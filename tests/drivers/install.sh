@@ -18,7 +18,7 @@ IS_ROOT=0
 [[ "$(id -u)" == 0 ]] && IS_ROOT=1
 
 PY_REQS=("psycopg[binary]>=3.1,<4" "psycopg2-binary>=2.9,<3" "asyncpg>=0.29,<1" "SQLAlchemy[asyncio]>=2.0,<3")
-NODE_REQS=("pg@^8" "postgres@^3")
+NODE_REQS=("pg@^8" "pg-copy-streams@^7" "postgres@^3")
 
 log() { printf 'drivers: %s\n' "$*" >&2; }
 
@@ -78,7 +78,7 @@ install_python() {
 install_node() {
     local dir="$OUT/node" stamp="$OUT/node/.lsnpool-stamp" want
     want="$(printf '%s\n' "${NODE_REQS[@]}")"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -d "$dir/node_modules/pg" && -d "$dir/node_modules/postgres" ]]; then
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -d "$dir/node_modules/pg" && -d "$dir/node_modules/postgres" && -d "$dir/node_modules/pg-copy-streams" ]]; then
         rm -f "$OUT/node.unavailable"
         return 0
     fi
