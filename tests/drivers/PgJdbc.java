@@ -30,8 +30,8 @@ public class PgJdbc {
         Properties p = new Properties();
         p.setProperty("user", USER);
         p.setProperty("password", password);
-        p.setProperty("connectTimeout", "5");
-        p.setProperty("loginTimeout", "5");
+        p.setProperty("connectTimeout", "15");
+        p.setProperty("loginTimeout", "15");
         p.setProperty("socketTimeout", "20");
         return DriverManager.getConnection("jdbc:postgresql://" + HOST + ":" + PORT + "/" + DB, p);
     }
@@ -139,7 +139,7 @@ public class PgJdbc {
         run("copy_out", () -> {
             try (Connection c = connect()) {
                 StringWriter w = new StringWriter();
-                c.unwrap(PGConnection.class).getCopyAPI().copyOut("COPY (SELECT id, v FROM " + T + " WHERE id >= 100 ORDER BY id) TO STDOUT", w);
+                c.unwrap(PGConnection.class).getCopyAPI().copyOut("COPY (SELECT g, 'row' || g FROM generate_series(100, 199) g) TO STDOUT", w);
                 String[] lines = w.toString().split("\n");
                 expect(lines.length == 100 && lines[0].equals("100\trow100"), lines.length + " lines, first " + lines[0]);
             }
@@ -196,7 +196,9 @@ public class PgJdbc {
             try {
                 for (int i = 0; i < 5; i++) {
                     try (Connection c = connect()) {
+                        c.setAutoCommit(false);   // a read-write transaction: on the primary
                         Object st = one(c, "SHOW statement_timeout"), an = one(c, "SHOW application_name");
+                        c.commit();
                         expect(!SESSION_TIMEOUT.equals(st) && !"drv_sticky".equals(an),
                             "connection " + i + " sees another session's settings: statement_timeout=" + st + " application_name=" + an);
                     }
@@ -226,7 +228,7 @@ public class PgJdbc {
             }
             expect(bad == 0, bad + "/" + MANY_CLIENTS + " clients failed; first: " + first);
             try (Connection c = connect()) {
-                Object n = one(c, "SELECT count(*) FROM " + T + " WHERE v = 'many'");
+                Object n = one(c, "WITH w AS (UPDATE " + T + " SET v = v WHERE false RETURNING 1) SELECT count(*) FROM " + T + " WHERE v = 'many'");
                 expect(((Number) n).intValue() == MANY_CLIENTS, "rows = " + n);
             }
         });

@@ -11,7 +11,7 @@ from battery import (DB, HOST, MANY_CLIENTS, PASSWORD, PORT, SESSION_TIMEOUT, US
 
 b = Battery("asyncpg")
 T = b.table
-KW = dict(host=HOST, port=PORT, database=DB, user=USER, password=PASSWORD, timeout=5)
+KW = dict(host=HOST, port=PORT, database=DB, user=USER, password=PASSWORD, timeout=15)
 loop = asyncio.new_event_loop()
 asyncio.set_event_loop(loop)
 
@@ -89,7 +89,7 @@ async def copy_in():
 async def copy_out():
     c = await connect()
     buf = io.BytesIO()
-    await c.copy_from_query(f"SELECT id, v FROM {T} WHERE id >= 100 ORDER BY id", output=buf)
+    await c.copy_from_query("SELECT g, 'row' || g FROM generate_series(100, 199) g", output=buf)
     lines = buf.getvalue().decode().splitlines()
     expect(len(lines) == 100 and lines[0] == "100\trow100", f"{len(lines)} lines, first {lines[:1]}")
     await c.close()
@@ -156,8 +156,9 @@ async def session_set_isolated():
     try:
         for i in range(5):
             c = await connect()
-            st = await c.fetchval("SHOW statement_timeout")
-            an = await c.fetchval("SHOW application_name")
+            async with c.transaction():  # a read-write transaction: on the primary
+                st = await c.fetchval("SHOW statement_timeout")
+                an = await c.fetchval("SHOW application_name")
             await c.close()
             expect(st != SESSION_TIMEOUT and an != "drv_sticky", f"connection {i} sees another session's settings: statement_timeout={st} application_name={an}")
     finally:
@@ -179,7 +180,7 @@ async def many_clients():
     if errs:
         raise Failed(f"{len(errs)}/{MANY_CLIENTS} clients failed; first: {type(errs[0]).__name__}: {errs[0]}")
     c = await connect()
-    n = await c.fetchval(f"SELECT count(*) FROM {T} WHERE v = 'many'")
+    n = await c.fetchval(f"WITH w AS (UPDATE {T} SET v = v WHERE false RETURNING 1) SELECT count(*) FROM {T} WHERE v = 'many'")
     await c.close()
     expect(n == MANY_CLIENTS, f"rows = {n}")
 

@@ -10,7 +10,7 @@ const b = new Battery('node_pg');
 const T = b.table;
 
 async function connect(extra = {}) {
-  const c = new pg.Client({ ...cfg, connectionTimeoutMillis: 5000, ...extra });
+  const c = new pg.Client({ ...cfg, connectionTimeoutMillis: 15000, ...extra });
   c.on('error', () => {});
   await c.connect();
   return c;
@@ -90,7 +90,7 @@ async function copyIn() {
 async function copyOut() {
   const c = await connect();
   let out = '';
-  await pipeline(c.query(copyTo(`COPY (SELECT id, v FROM ${T} WHERE id >= 100 ORDER BY id) TO STDOUT`)),
+  await pipeline(c.query(copyTo(`COPY (SELECT g, 'row' || g FROM generate_series(100, 199) g) TO STDOUT`)),
     new Writable({ write(chunk, _e, cb) { out += chunk.toString(); cb(); } }));
   const lines = out.split('\n').filter((l) => l);
   expect(lines.length === 100 && lines[0] === '100\trow100', `${lines.length} lines, first ${lines[0]}`);
@@ -156,8 +156,10 @@ async function sessionSetIsolated() {
   try {
     for (let i = 0; i < 5; i++) {
       const c = await connect();
+      await c.query('BEGIN'); // a read-write transaction: on the primary
       const st = (await c.query('SHOW statement_timeout')).rows[0].statement_timeout;
       const an = (await c.query('SHOW application_name')).rows[0].application_name;
+      await c.query('COMMIT');
       await c.end();
       expect(st !== SESSION_TIMEOUT && an !== 'drv_sticky', `connection ${i} sees another session's settings: statement_timeout=${st} application_name=${an}`);
     }
@@ -179,7 +181,7 @@ async function manyClients() {
   const errs = res.filter((r) => r.status === 'rejected');
   if (errs.length) throw new Failed(`${errs.length}/${MANY_CLIENTS} clients failed; first: ${errs[0].reason.message}`);
   const c = await connect();
-  const n = (await c.query(`SELECT count(*)::int AS n FROM ${T} WHERE v = 'many'`)).rows[0].n;
+  const n = (await c.query(`WITH w AS (UPDATE ${T} SET v = v WHERE false RETURNING 1) SELECT count(*)::int AS n FROM ${T} WHERE v = 'many'`)).rows[0].n;
   await c.end();
   expect(n === MANY_CLIENTS, `rows = ${n}`);
 }

@@ -13,7 +13,7 @@ const T = b.table;
 function connect(extra = {}) {
   return postgres({
     host: cfg.host, port: cfg.port, database: cfg.database, username: cfg.user, password: cfg.password,
-    max: 1, connect_timeout: 5, onnotice: () => {}, ...extra,
+    max: 1, connect_timeout: 15, onnotice: () => {}, ...extra,
   });
 }
 const end = (sql) => sql.end({ timeout: 1 }).catch(() => {});
@@ -97,7 +97,7 @@ async function copyIn() {
 
 async function copyOut() {
   const sql = connect();
-  const r = await sql.unsafe(`COPY (SELECT id, v FROM ${T} WHERE id >= 100 ORDER BY id) TO STDOUT`).readable();
+  const r = await sql.unsafe(`COPY (SELECT g, 'row' || g FROM generate_series(100, 199) g) TO STDOUT`).readable();
   let out = '';
   for await (const chunk of r) out += chunk.toString();
   const lines = out.split('\n').filter((l) => l);
@@ -167,8 +167,10 @@ async function sessionSetIsolated() {
   try {
     for (let i = 0; i < 5; i++) {
       const sql = connect();
-      const st = (await sql`SHOW statement_timeout`)[0].statement_timeout;
-      const an = (await sql`SHOW application_name`)[0].application_name;
+      const [st, an] = await sql.begin(async (tx) => [ // a read-write transaction: on the primary
+        (await tx`SHOW statement_timeout`)[0].statement_timeout,
+        (await tx`SHOW application_name`)[0].application_name,
+      ]);
       await end(sql);
       expect(st !== SESSION_TIMEOUT && an !== 'drv_sticky', `connection ${i} sees another session's settings: statement_timeout=${st} application_name=${an}`);
     }
@@ -193,7 +195,7 @@ async function manyClients() {
   const errs = res.filter((r) => r.status === 'rejected');
   if (errs.length) throw new Failed(`${errs.length}/${MANY_CLIENTS} clients failed; first: ${errs[0].reason.message}`);
   const sql = connect();
-  const n = (await sql.unsafe(`SELECT count(*)::int AS n FROM ${T} WHERE v = 'many'`))[0].n;
+  const n = (await sql.unsafe(`WITH w AS (UPDATE ${T} SET v = v WHERE false RETURNING 1) SELECT count(*)::int AS n FROM ${T} WHERE v = 'many'`))[0].n;
   await end(sql);
   expect(n === MANY_CLIENTS, `rows = ${n}`);
 }

@@ -14,7 +14,7 @@ from battery import (DB, HOST, MANY_CLIENTS, PASSWORD, PORT, SESSION_TIMEOUT, US
 
 b = Battery("psycopg2")
 T = b.table
-KW = dict(host=HOST, port=PORT, dbname=DB, user=USER, password=PASSWORD, connect_timeout=5)
+KW = dict(host=HOST, port=PORT, dbname=DB, user=USER, password=PASSWORD, connect_timeout=15)
 
 
 def connect(autocommit=True, **kw):
@@ -109,7 +109,7 @@ def copy_out():
     c = connect()
     buf = io.StringIO()
     with c.cursor() as cur:
-        cur.copy_expert(f"COPY (SELECT id, v FROM {T} WHERE id >= 100 ORDER BY id) TO STDOUT", buf)
+        cur.copy_expert(f"COPY (SELECT g, 'row' || g FROM generate_series(100, 199) g) TO STDOUT", buf)
     lines = buf.getvalue().splitlines()
     expect(len(lines) == 100 and lines[0] == "100\trow100", f"{len(lines)} lines, first {lines[:1]}")
     c.close()
@@ -174,9 +174,10 @@ def session_set_sticks():
 def session_set_isolated():
     try:
         for i in range(5):
-            c = connect()
+            c = connect(autocommit=False)  # a read-write transaction: on the primary
             st = one(c, "SHOW statement_timeout")[0]
             an = one(c, "SHOW application_name")[0]
+            c.commit()
             c.close()
             expect(st != SESSION_TIMEOUT and an != "drv_sticky", f"connection {i} sees another session's settings: statement_timeout={st} application_name={an}")
     finally:
@@ -195,7 +196,7 @@ def many_clients():
 
     run_threads(MANY_CLIENTS, client, 25)
     c = connect()
-    n = one(c, f"SELECT count(*) FROM {T} WHERE v = 'many'")[0]
+    n = one(c, f"WITH w AS (UPDATE {T} SET v = v WHERE false RETURNING 1) SELECT count(*) FROM {T} WHERE v = 'many'")[0]
     c.close()
     expect(n == MANY_CLIENTS, f"rows = {n}")
 

@@ -14,7 +14,7 @@ from battery import (DB, HOST, MANY_CLIENTS, PASSWORD, PORT, SESSION_TIMEOUT, US
 VARIANT = sys.argv[1] if len(sys.argv) > 1 else "default"
 b = Battery(f"psycopg3_{VARIANT}")
 T = b.table
-KW = dict(host=HOST, port=PORT, dbname=DB, user=USER, password=PASSWORD, connect_timeout=5)
+KW = dict(host=HOST, port=PORT, dbname=DB, user=USER, password=PASSWORD, connect_timeout=15)
 if VARIANT == "prepare0":
     KW["prepare_threshold"] = 0
 PIPE = VARIANT == "pipeline"
@@ -119,7 +119,7 @@ def copy_in():
 def copy_out():
     with connect() as c:
         rows = []
-        with c.cursor().copy(f"COPY (SELECT id, v FROM {T} WHERE id >= 100 ORDER BY id) TO STDOUT") as cp:
+        with c.cursor().copy(f"COPY (SELECT g, 'row' || g FROM generate_series(100, 199) g) TO STDOUT") as cp:
             for r in cp.rows():
                 rows.append(r)
         expect(len(rows) == 100 and rows[0] == ("100", "row100"), f"{len(rows)} rows, first {rows[:1]}")
@@ -178,7 +178,7 @@ def session_set_isolated():
     # connection A (above) stays open, idle, with its settings; others must not see them
     try:
         for i in range(5):
-            with connect() as c:
+            with connect() as c, c.transaction():  # a read-write transaction: on the primary
                 st = c.execute("SHOW statement_timeout").fetchone()[0]
                 an = c.execute("SHOW application_name").fetchone()[0]
                 expect(st != SESSION_TIMEOUT and an != "drv_sticky", f"connection {i} sees another session's settings: statement_timeout={st} application_name={an}")
@@ -197,7 +197,7 @@ def many_clients():
 
     run_threads(MANY_CLIENTS, client, 25)
     with connect() as c:
-        n = c.execute(f"SELECT count(*) FROM {T} WHERE v = 'many'").fetchone()[0]
+        n = c.execute(f"WITH w AS (UPDATE {T} SET v = v WHERE false RETURNING 1) SELECT count(*) FROM {T} WHERE v = 'many'").fetchone()[0]
         expect(n == MANY_CLIENTS, f"rows = {n}")
 
 

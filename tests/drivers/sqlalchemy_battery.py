@@ -23,9 +23,9 @@ def url(password=PASSWORD):
 
 # NullPool: every connect() is a new server login, so "another connection" really is one
 if DIALECT == "asyncpg":
-    engine = create_async_engine(url(), poolclass=NullPool, connect_args={"timeout": 5})
+    engine = create_async_engine(url(), poolclass=NullPool, connect_args={"timeout": 15})
 else:
-    engine = create_engine(url(), poolclass=NullPool, connect_args={"connect_timeout": 5})
+    engine = create_engine(url(), poolclass=NullPool, connect_args={"connect_timeout": 15})
 
 SKIPPED = {
     "copy_in": "SQLAlchemy has no COPY API",
@@ -190,7 +190,7 @@ async def many_clients():
     else:
         run_threads(MANY_CLIENTS, lambda i: asyncio.run(client(i)), 25)
     c = await connect()
-    n = (await c.q(f"SELECT count(*) FROM {T} WHERE v = 'many'"))[0][0]
+    n = (await c.q(f"WITH w AS (UPDATE {T} SET v = v WHERE false RETURNING 1) SELECT count(*) FROM {T} WHERE v = 'many'"))[0][0]
     await c.close()
     expect(n == MANY_CLIENTS, f"rows = {n}")
 
