@@ -12,6 +12,7 @@ mod common;
 
 use common::{ensure_topology, repo_root, PoolerOpts, PRIMARY_PORT};
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -272,15 +273,19 @@ fn battery<P>(mode: &str, start: impl Fn() -> (Target, P)) {
     let mut unexpected_fail = Vec::new();
     let mut unexpected_pass = Vec::new();
     let mut table = String::new();
+    let (mut n_ok, mut n_expected, mut n_flaky, mut skipped, mut ran) = (0, 0, 0, 0, 0);
     for d in DRIVERS {
         if let Some(why) = unavailable(d) {
-            eprintln!("[{mode}] SKIP driver {}: {why}", d.name);
+            // straight to stderr: libtest would swallow eprintln! of a passing test
+            let _ = writeln!(std::io::stderr(), "drivers ({mode}): SKIP driver {}: {why}", d.name);
+            skipped += 1;
             table.push_str(&format!("  {:<20} SKIPPED: {why}\n", d.name));
             continue;
         }
         let (target, guard) = start();
         let (res, stderr_tail) = run_driver(d, mode, &target);
         drop(guard);
+        ran += 1;
         let mut bad = false;
         for c in CHECKS {
             let o = &res[*c];
@@ -295,6 +300,12 @@ fn battery<P>(mode: &str, start: impl Fn() -> (Target, P)) {
                 (Outcome::Ok, Some(bug)) => {
                     unexpected_pass.push(format!("{} {mode} {c} passes now (listed as: {bug}); remove it from EXPECTED_FAILURES", d.name));
                 }
+                _ => {}
+            }
+            match o {
+                Outcome::Ok => n_ok += 1,
+                Outcome::Fail(_) if flaky.is_some() => n_flaky += 1,
+                Outcome::Fail(_) if expected.is_some() => n_expected += 1,
                 _ => {}
             }
             let mark = match o {
@@ -312,6 +323,10 @@ fn battery<P>(mode: &str, start: impl Fn() -> (Target, P)) {
         }
     }
     eprintln!("=== driver battery, mode {mode}:\n{table}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "drivers ({mode}): {ran} driver(s) run, {skipped} skipped; {n_ok} checks ok, {n_expected} expected failures, {n_flaky} known-flaky failures"
+    );
     assert!(
         unexpected_fail.is_empty() && unexpected_pass.is_empty(),
         "driver battery ({mode}): {} unexpected failure(s), {} unexpected pass(es):\n{}\n{}\n(outputs in target/drivers/out/{mode}-*.out/.err)",
