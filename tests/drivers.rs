@@ -46,39 +46,26 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 /// (transaction mode, the cluster's own name `appdb`, replicas listed). `direct` must have no
 /// entry. When a fix lands, the test says which lines to delete.
 const EXPECTED_FAILURES: &[(&str, &str, &str, &str)] = &[
-    // LISTEN/NOTIFY
-    ("*", "tx", "listen_notify", LISTEN_TX),
-    ("*", "auto", "listen_notify", LISTEN_TX),
-    ("*", "session", "listen_notify", "bug: LISTEN/NOTIFY not delivered even in session mode, where the client owns its server connection (the NotificationResponse is not relayed)"),
-    // session state in transaction mode
-    ("*", "tx", "session_set_isolated", SET_LEAK),
-    ("*", "auto", "session_set_isolated", SET_LEAK),
-    // Parse/Describe + Flush under automatic routing
-    ("asyncpg", "auto", "login", FLUSH_HANG),
-    ("asyncpg", "auto", "simple_query", FLUSH_HANG),
-    ("asyncpg", "auto", "param_query", FLUSH_HANG),
-    ("asyncpg", "auto", "prepared", FLUSH_HANG),
-    ("asyncpg", "auto", "copy_in", FLUSH_HANG),
-    ("postgresjs", "auto", "param_query", FLUSH_HANG),
-    ("postgresjs", "auto", "prepared", FLUSH_HANG),
-    ("postgresjs", "auto", "many_clients", FLUSH_HANG),
+    ("asyncpg", "auto", "copy_in", COPY_AFTER_FLUSH),
 ];
 
-const LISTEN_TX: &str = "bug: LISTEN/NOTIFY not delivered (transaction mode gives the LISTEN's server connection back to the pool)";
-const SET_LEAK: &str = "bug: a session-level SET (statement_timeout) stays on the server connection and leaks to later clients in transaction mode (application_name does not)";
-const FLUSH_HANG: &str = "bug: under automatic routing the pooler holds the replies to Parse/Describe+Flush (asyncpg prepares every statement so, postgres.js describes parameterized ones) until a Sync that the driver waits to send: hang";
+const COPY_AFTER_FLUSH: &str = "limit: copy_records_to_table prepares its introspection SELECT with Parse/Describe/Flush and sends the COPY in the same implicit transaction; the SELECT chose a replica, whose replies the Flush released, so the COPY's 25006 can no longer be replayed on the primary unseen";
+
 
 /// (driver, mode, check, why): checks that fail in some runs only (seen in 1 or 2 of 3); not
 /// asserted either way (check "*": every check of that driver and mode not in
 /// EXPECTED_FAILURES). Move a line to EXPECTED_FAILURES or delete it as the cause is fixed.
 const KNOWN_FLAKY: &[(&str, &str, &str, &str)] = &[
-    // After the first hang, asyncpg's timeouts send CancelRequests; later checks (other
-    // connections) fail or pass by timing: seen, among others, copy_out cancelled with
-    // 57014 "canceling statement due to user request" (a cancel reaching another client's
-    // query?), "cannot switch to state 12; another operation is in progress", hangs.
-    ("asyncpg", "auto", "*", FLUSH_HANG),
     ("psycopg3", "auto", "many_clients", "bug?: some of 40 concurrent clients get 'server connection lost during the transaction' under automatic routing (1 run in 3)"),
+    // Seen with four other builds and test runs on the 2 CPUs (load average 10): new server
+    // logins of the debug build exceed server_connect_timeout (5 s) or queries wait past
+    // query_wait_timeout. tokio_pg's fifty_clients test covers a small pool shared by many.
+    ("*", "auto", "many_clients", LOADED_MACHINE),
+    ("*", "tx", "many_clients", LOADED_MACHINE),
+    ("*", "session", "many_clients", LOADED_MACHINE),
 ];
+
+const LOADED_MACHINE: &str = "timing: 40 concurrent logins against a debug-build pooler on a loaded 2-CPU machine";
 
 struct Driver {
     name: &'static str,

@@ -100,3 +100,61 @@ async fn a_client_that_vanishes_after_a_set_leaves_a_clean_connection() {
     let b = p.app().await;
     assert_eq!(b.simple_one("SHOW statement_timeout").await.unwrap().as_deref(), Some("0"));
 }
+
+// ------------------------------------------------------------------ pinned sessions
+
+use common::raw::{Raw, Read};
+use std::time::Duration;
+
+/// LISTEN in transaction mode: the client keeps its server connection (pinned) and gets its
+/// notifications while idle; UNLISTEN gives the connection back (issue 14, items 2 and 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_pins_the_connection_and_notifications_arrive_while_idle() {
+    let p = PoolerOpts::primary_only().pool_size(1).query_wait_timeout("1s").start();
+    let chan = unique("ss_chan");
+    let mut a = Raw::login(p.port, "app", "app").await;
+    a.simple(&format!("LISTEN {chan}")).await;
+    primary().await.batch_execute(&format!("NOTIFY {chan}, 'hello'")).await.expect("NOTIFY");
+    match a.read(Duration::from_secs(5)).await {
+        Read::Msg(m) => {
+            assert_eq!(m.tag, b'A', "expected a NotificationResponse, got {m:?}");
+            assert!(String::from_utf8_lossy(&m.body).contains("hello"), "{m:?}");
+        }
+        Read::Timeout => panic!("no notification while idle"),
+        Read::Eof => panic!("the listener's connection was closed"),
+    }
+    // The one server connection is the listener's: another client waits, and times out.
+    let b = p.app().await;
+    let err = b.simple_one("SELECT 1").await.expect_err("the pinned connection was lent");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"));
+    a.simple("UNLISTEN *").await;
+    assert_eq!(b.simple_one("SELECT 'unpinned'").await.unwrap().as_deref(), Some("unpinned"));
+}
+
+/// WITH HOLD cursors, temporary tables, SQL-level prepared statements and advisory locks stay
+/// usable across transactions, even where routing would send a read to a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_objects_follow_their_client_across_transactions() {
+    let p = PoolerOpts::new().pool_size(2).start();
+    let a = p.app().await;
+    a.batch_execute("DECLARE ss_c CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 5) g").await.expect("DECLARE");
+    assert_eq!(a.simple_one("FETCH 2 FROM ss_c").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(a.simple_one("FETCH 1 FROM ss_c").await.unwrap().as_deref(), Some("3"));
+    a.batch_execute("CLOSE ss_c").await.expect("CLOSE");
+
+    a.batch_execute("CREATE TEMP TABLE ss_t (v int); INSERT INTO ss_t VALUES (7)").await.expect("temp table");
+    assert_eq!(a.simple_one("SELECT v FROM ss_t").await.unwrap().as_deref(), Some("7"));
+    a.batch_execute("DISCARD TEMP").await.expect("DISCARD TEMP");
+
+    a.batch_execute("PREPARE ss_p AS SELECT 40 + 2").await.expect("PREPARE");
+    assert_eq!(a.simple_one("EXECUTE ss_p").await.unwrap().as_deref(), Some("42"));
+    a.batch_execute("DEALLOCATE ss_p").await.expect("DEALLOCATE");
+
+    let key = 4_200_000 + i64::from(rand::random::<u16>());
+    a.simple_one(&format!("SELECT pg_advisory_lock({key})")).await.expect("lock");
+    let b = p.app().await;
+    assert_eq!(b.simple_one(&format!("SELECT pg_try_advisory_lock({key})")).await.unwrap().as_deref(), Some("f"));
+    a.simple_one(&format!("SELECT pg_advisory_unlock({key})")).await.expect("unlock");
+    assert_eq!(b.simple_one(&format!("SELECT pg_try_advisory_lock({key})")).await.unwrap().as_deref(), Some("t"));
+    b.simple_one(&format!("SELECT pg_advisory_unlock({key})")).await.expect("unlock");
+}

@@ -51,6 +51,18 @@ impl ParamSync {
         self.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// A ParameterStatus the server sent: a reported parameter a client may SET becomes part
+    /// of the session this record describes. Returns whether it did.
+    pub fn learn_reported(&mut self, name: &[u8], value: &[u8]) -> bool {
+        let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else { return false };
+        let lower = name.to_ascii_lowercase();
+        if !is_tracked_reported(&lower) {
+            return false;
+        }
+        self.set(&lower, value);
+        true
+    }
+
     pub fn set(&mut self, name: &str, value: &str) {
         let name = name.to_ascii_lowercase();
         match self.params.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {

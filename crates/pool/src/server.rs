@@ -81,6 +81,9 @@ pub struct ServerConn {
     /// Set by whoever saw this connection misbehave or left it mid-exchange: it must not be
     /// reused.
     pub broken: bool,
+    /// NotificationResponses that arrived while the pooler ran a query of its own: they
+    /// belong to the client that LISTENs on this connection, which gets them next.
+    pub notifications: BytesMut,
     addr_text: Arc<str>,
     /// Listed in SHOW SERVERS while it lives.
     pub registered: Option<Registered>,
@@ -111,6 +114,7 @@ impl ServerConn {
             params: ParamSync::default(),
             statements: StatementCache::default(),
             broken: false,
+            notifications: BytesMut::new(),
             addr_text,
             registered: None,
         };
@@ -277,6 +281,7 @@ impl ServerConn {
                         reply.value = Some(frame.slice_ref(v));
                     }
                 }
+                backend::NOTIFICATION_RESPONSE => self.notifications.extend_from_slice(&frame),
                 backend::ERROR_RESPONSE if reply.error.is_none() => {
                     let f = backend::parse_error_fields(&frame);
                     reply.error = Some((

@@ -157,10 +157,28 @@ impl Lease {
         Some(session)
     }
 
+    /// Whether the server session holds what outlives a transaction and cannot follow the
+    /// client to another connection: channels it listens on, WITH HOLD cursors, SQL-level
+    /// prepared statements, session advisory locks, temporary tables. `None`: the connection's
+    /// state is unknown (close it).
+    pub async fn holds_session_objects(&mut self, timeout: Duration) -> Option<bool> {
+        const SQL: &str = "SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_listening_channels()) \
+            + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_cursors WHERE is_holdable) \
+            + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
+            + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) \
+            + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema())";
+        let reply = self.simple_query(SQL, timeout).await.ok()?;
+        if reply.error.is_some() || reply.status != TxStatus::Idle {
+            return None;
+        }
+        Some(reply.value.as_deref().is_some_and(|v| v != b"0"))
+    }
+
     /// Gives a clean, idle connection back to its pool, first closing the statements over
     /// `max_prepared_statements` (only between transactions, so none a client uses is lost).
     pub async fn release(mut self, slot: &ClientSlot, max_prepared: usize, timeout: Duration) {
         slot.set_state(ClientState::Idle);
+        self.notifications.clear();
         let evicted = self.statements.evict_over(max_prepared);
         if !evicted.is_empty() {
             let mut req = BytesMut::new();

@@ -1,6 +1,7 @@
 //! A client's named prepared statements, kept by the pooler so they can follow the client to
 //! any server connection (see `lsnpool_pool::StatementCache` for the server side).
 
+use crate::relay::TextFlags;
 use bytes::Bytes;
 use lsnpool_router::Classification;
 use std::collections::HashMap;
@@ -11,8 +12,8 @@ pub struct ClientStatement {
     pub hash: u64,
     /// Classified once at Parse: every Execute of it routes without re-reading the text.
     pub class: Classification,
-    /// It may be a COPY (nothing may be sent behind its Execute).
-    pub copy: bool,
+    /// Read from its text once at Parse, like `class`.
+    pub flags: TextFlags,
 }
 
 #[derive(Default)]
@@ -25,8 +26,8 @@ impl ClientStatements {
         self.by_name.get(name)
     }
 
-    pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification, copy: bool) -> &ClientStatement {
-        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, copy };
+    pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification, flags: TextFlags) -> &ClientStatement {
+        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, flags };
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt);
         &self.by_name[&name]
@@ -75,7 +76,7 @@ mod tests {
     #[test]
     fn names_map_to_bodies() {
         let mut s = ClientStatements::default();
-        s.insert(b"s1", b"SELECT 1\0\0\0", lsnpool_router::classify("SELECT 1"), false);
+        s.insert(b"s1", b"SELECT 1\0\0\0", lsnpool_router::classify("SELECT 1"), Default::default());
         assert_eq!(&s.get(b"s1").unwrap().body[..], b"SELECT 1\0\0\0");
         s.remove(b"s1");
         assert!(s.get(b"s1").is_none());

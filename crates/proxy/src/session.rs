@@ -39,6 +39,10 @@ pub struct Session {
     router: ClientRouter,
     /// A batch was refused with an error: drop the rest of it, up to its Sync.
     skip_until_sync: bool,
+    /// Transaction mode: the client left something on its server connection that cannot
+    /// follow it (LISTEN, a WITH HOLD cursor, SQL PREPARE, a temp table, an advisory lock), so
+    /// it keeps that connection in `held`, as in session mode, until the server says it is gone.
+    pinned: bool,
     peer: SocketAddr,
 }
 
@@ -64,6 +68,7 @@ impl Session {
             statements: ClientStatements::default(),
             held: None,
             skip_until_sync: false,
+            pinned: false,
             peer,
         }
     }
@@ -239,12 +244,12 @@ impl Session {
             let slot = self.slot().clone();
             slot.set_server(Some(server.key));
             let started = Instant::now();
-            let (outcome, may_write, session_changed, captured, captured_read) = {
+            let (outcome, may_write, session_changed, session_bound, captured, captured_read) = {
                 let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
                 record(&self.login.db, &relay.stats, started, target.route);
-                (outcome, relay.may_write, relay.session_changed, relay.captured, relay.captured_read)
+                (outcome, relay.may_write, relay.session_changed, relay.session_bound, relay.captured, relay.captured_read)
             };
             slot.set_server(None);
             if let Some(lsn) = captured {
@@ -262,7 +267,7 @@ impl Session {
                     }
                     self.router.served(&target);
                     if session_mode {
-                        self.held = Some(Box::new((server, target)));
+                        self.hold(server, target);
                         return Ok(());
                     }
                     if session_changed {
@@ -272,6 +277,24 @@ impl Session {
                             Some(session) => self.login.params = session,
                             None => {
                                 tracing::warn!(client = %self.peer, node = %server.label, "could not read the session back; closing the server connection");
+                                server.discard();
+                                return Ok(());
+                            }
+                        }
+                    }
+                    if session_bound || self.pinned {
+                        match server.holds_session_objects(timeout).await {
+                            Some(true) => {
+                                if !self.pinned {
+                                    tracing::debug!(client = %self.peer, node = %server.label, "client pinned to its server connection");
+                                }
+                                self.pinned = true;
+                                self.hold(server, target);
+                                return Ok(());
+                            }
+                            Some(false) => self.pinned = false,
+                            None => {
+                                self.pinned = false;
                                 server.discard();
                                 return Ok(());
                             }
@@ -290,9 +313,9 @@ impl Session {
                     tracing::debug!(client = %self.peer, "replica refused a write (25006); retrying on the primary");
                 }
                 Outcome::ClientGone { server_idle, status } => {
-                    // A session changed by a client that is gone is nobody's: close it.
-                    let server_idle = server_idle && (session_mode || !session_changed);
-                    server.end(server_idle, status, session_mode, timeout).await;
+                    // What the client left on the server is nobody's now: reset it all.
+                    let reset = session_mode || self.pinned || session_changed || session_bound;
+                    server.end(server_idle, status, reset, timeout).await;
                     return Err("client closed the connection mid-transaction");
                 }
                 Outcome::ServerLost => {
@@ -325,7 +348,7 @@ impl Session {
                 break; // PostgreSQL skips the rest of the batch up to Sync
             }
             let class = lsnpool_router::classify_bytes(p.query);
-            self.statements.insert(p.name, p.body, class, crate::relay::mentions_copy(p.query));
+            self.statements.insert(p.name, p.body, class, crate::relay::TextFlags::of(p.query, &class));
             backend::parse_complete(&mut self.client.wbuf);
         }
         backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
@@ -355,6 +378,15 @@ impl Session {
 
     fn slot(&self) -> &Arc<ClientSlot> {
         &self.login.registration.slot
+    }
+
+    /// Keeps the server connection for the client's next transaction (session mode, or a
+    /// pinned client). A NOTIFY that arrived while the pooler ran a query of its own on it is
+    /// the client's.
+    fn hold(&mut self, mut server: Lease, target: Target) {
+        let early = server.notifications.split();
+        self.client.wbuf.extend_from_slice(&early);
+        self.held = Some(Box::new((server, target)));
     }
 
     /// A server connection on `route` (or the one a probe found fresh), its session
@@ -392,13 +424,26 @@ impl Session {
         server.release(&self.login.registration.slot, config.max_prepared_statements, config.query_wait_timeout).await;
     }
 
-    /// Waits for the client's next bytes; `None` when woken by KILL or shutdown instead.
+    /// Waits for the client's next bytes; `None` when woken by KILL or shutdown instead, or
+    /// after relaying what a held server connection said on its own.
     async fn read_idle(&mut self) -> io::Result<Option<usize>> {
         loop {
             // Shutdown wakes every client's `wake` too: one waiter per idle client, not two.
             let slot = self.login.registration.slot.clone();
+            let held = self.held.as_deref().map(|(lease, _)| &lease.stream);
+            let server_spoke = async {
+                match held {
+                    Some(stream) => stream.readable().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = self.client.stream.readable() => r?,
+                r = server_spoke => {
+                    r?;
+                    self.relay_server_messages()?;
+                    return Ok(None);
+                }
                 _ = slot.wake.notified() => return Ok(None),
             }
             // Buffers are allocated only once the client has something to say.
@@ -407,6 +452,44 @@ impl Session {
                 Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A held server connection spoke between transactions: a NotificationResponse for a
+    /// LISTEN, a NoticeResponse, a ParameterStatus, or a FATAL before it closes. The client
+    /// sees it at once, as it would on a direct connection. `Err` ends the session.
+    fn relay_server_messages(&mut self) -> io::Result<()> {
+        let Some(held) = self.held.as_deref_mut() else { return Ok(()) };
+        let mut buf = std::mem::take(&mut held.0.buf);
+        buf.reserve(READ_CHUNK);
+        let read = crate::relay::read_available(&mut held.0.stream, &mut buf);
+        let mut consumed = 0;
+        for (h, frame) in Frames::new(&buf, usize::MAX).map_while(Result::ok) {
+            consumed += h.frame_len;
+            if h.tag == backend::PARAMETER_STATUS {
+                self.track_reported(frame);
+            }
+            self.client.wbuf.extend_from_slice(frame);
+        }
+        buf.advance(consumed);
+        if let Some(held) = self.held.as_deref_mut() {
+            held.0.buf = buf;
+        }
+        match read {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// A parameter the server reported on its own (e.g. after ALTER ROLE ... SET): part of the
+    /// client's session from now on.
+    fn track_reported(&mut self, frame: &[u8]) {
+        let Some((name, value)) = backend::parse_parameter_status(frame) else { return };
+        if self.login.params.learn_reported(name, value) {
+            if let Some(held) = self.held.as_deref_mut() {
+                held.0.params.learn_reported(name, value);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! frames the pooler must act on to the statement rewriter, the COPY tracker and the capture.
 
 use super::io::Filled;
-use super::sql::{drops_all_statements, mentions_copy, mentions_set_config, resets_all};
+use super::sql::{drops_all_statements, resets_all, TextFlags};
 use super::{ClientStep, Relay, Violation};
 use crate::batch::Classified;
 use bytes::Buf;
@@ -115,14 +115,16 @@ impl Relay<'_, '_, '_> {
         self.stats.queries += 1;
         self.segment_sent(true);
         let sql = frontend::parse_query(frame).unwrap_or_default();
-        self.copy.query_sent(mentions_copy(sql));
-        self.session_changed |= mentions_set_config(sql);
+
         if resets_all(sql) {
             // The server session's parameters are back to their startup values: our record of
             // what was applied there is void.
             self.server.params = ParamSync::default();
         }
         let class = known.unwrap_or_else(|| classify_sql(sql));
+        let flags = TextFlags::of(sql, &class);
+        self.copy.query_sent(flags.copy);
+        self.note_text(flags);
         if drops_all_statements(&class, sql) {
             self.state.statements.clear();
             // A capture behind it in this flight must not Bind a dropped statement.
@@ -140,6 +142,12 @@ impl Relay<'_, '_, '_> {
         self.to_server.extend_from_slice(through);
         self.append_capture();
         true
+    }
+
+    /// What a statement's text says beyond its class: it may change or bind the session.
+    pub(super) fn note_text(&mut self, flags: TextFlags) {
+        self.session_changed |= flags.sets_config;
+        self.session_bound |= flags.binds_session;
     }
 
     /// Follows the client's statements: does a transaction block stay open after them, and

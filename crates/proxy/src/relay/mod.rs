@@ -26,7 +26,7 @@ mod statements;
 
 pub(crate) use capture::CAPTURE_SQL;
 pub use io::{flush_now, peek_header, read_available, ClientIo};
-pub(crate) use sql::mentions_copy;
+pub(crate) use sql::TextFlags;
 
 use crate::batch::Classified;
 use crate::prepared::ClientStatements;
@@ -113,6 +113,10 @@ pub struct Relay<'c, 's, 'st> {
     /// A statement may have changed the session (SET, RESET, set_config, DISCARD ALL): the
     /// session reads it back from the server before the connection goes to anyone else.
     pub session_changed: bool,
+    /// A statement may have left something on the server connection that outlives the
+    /// transaction (LISTEN, a WITH HOLD cursor, SQL PREPARE, a temp table, an advisory lock):
+    /// the session asks the server whether the client must stay pinned to it.
+    pub session_bound: bool,
     /// Class of the last unnamed Parse, for the Binds that follow it.
     unnamed_class: Option<Classification>,
     captures: Captures,
@@ -153,6 +157,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             predicted_in_txn: false,
             may_write: false,
             session_changed: false,
+            session_bound: false,
             unnamed_class: None,
             captures: Captures::default(),
             captured: None,

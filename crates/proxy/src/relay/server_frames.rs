@@ -144,6 +144,9 @@ impl Relay<'_, '_, '_> {
             // SET, RESET, SET ROLE, SET SESSION AUTHORIZATION, SET LOCAL (a false positive):
             // the session may now differ from what the pooler recorded.
             b"SET" | b"RESET" => self.session_changed = true,
+            // What lives on this server connection beyond the transaction: a LISTEN, a WITH
+            // HOLD cursor, an SQL-level prepared statement, maybe a temporary table.
+            b"LISTEN" | b"DECLARE CURSOR" | b"PREPARE" | b"CREATE TABLE" => self.session_bound = true,
             _ => {}
         }
     }
@@ -152,11 +155,8 @@ impl Relay<'_, '_, '_> {
     /// client's session (and of this server's), so it follows the client to other servers.
     fn track_parameter(&mut self, frame: &[u8]) {
         let Some((name, value)) = backend::parse_parameter_status(frame) else { return };
-        let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else { return };
-        let lower = name.to_ascii_lowercase();
-        if lsnpool_pool::is_tracked_reported(&lower) {
-            self.state.params.set(&lower, value);
-            self.server.params.set(&lower, value);
+        if self.state.params.learn_reported(name, value) {
+            self.server.params.learn_reported(name, value);
         }
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use lsnpool_pool::{StatementId, StatementName};
 use lsnpool_protocol::backend;
 use lsnpool_protocol::frontend;
+use super::sql::TextFlags;
 use lsnpool_router::{classify_bytes as classify_sql, Classification, Deallocate};
 use std::collections::VecDeque;
 use std::io;
@@ -75,11 +76,12 @@ impl Relay<'_, '_, '_> {
         self.stats.client_parses += 1;
         let p = frontend::parse_parse(frame).ok_or_else(|| Violation::malformed("Parse"))?;
         let class = known.unwrap_or_else(|| classify_sql(p.query));
-        let copy = super::mentions_copy(p.query);
-        self.session_changed |= super::sql::mentions_set_config(p.query);
+        let flags = TextFlags::of(p.query, &class);
+        self.note_text(flags);
+        let copy = flags.copy;
         if !p.name.is_empty() {
             self.to_server.extend_from_slice(preceding);
-            self.named_parse(p.name, p.body, class, copy);
+            self.named_parse(p.name, p.body, class, flags);
             return Ok(true);
         }
         self.unnamed_class = Some(class);
@@ -98,8 +100,9 @@ impl Relay<'_, '_, '_> {
             match self.state.statements.get(b.statement) {
                 Some(s) => {
                     // Prepared in an earlier transaction, maybe without the relay seeing it.
-                    self.session_changed |= super::sql::mentions_set_config(&s.body);
-                    (Some(s.class), s.copy)
+                    let (class, flags) = (s.class, s.flags);
+                    self.note_text(flags);
+                    (Some(class), flags.copy)
                 }
                 None => (None, false),
             }
@@ -148,7 +151,7 @@ impl Relay<'_, '_, '_> {
         Ok(cut)
     }
 
-    fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification, copy: bool) {
+    fn named_parse(&mut self, client_name: &[u8], body: &[u8], class: Classification, flags: TextFlags) {
         if self.state.statements.get(client_name).is_some() {
             // PostgreSQL refuses to redefine a name (42P05) and skips to Sync: let the server
             // say so, by preparing under the name this client's statement already has there.
@@ -159,7 +162,7 @@ impl Relay<'_, '_, '_> {
             }
             return;
         }
-        let stmt = self.state.statements.insert(client_name, body, class, copy);
+        let stmt = self.state.statements.insert(client_name, body, class, flags);
         let (hash, body) = (stmt.hash, stmt.body.clone());
         if self.server.statements.get(hash, &body).is_some() {
             frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
