@@ -15,8 +15,9 @@ pub(crate) struct Stmt<'l, 'a> {
     pub malformed: bool,
 }
 
-// The accessors the classifier calls per token are `#[inline]`: their callers are in sibling
-// modules, which may be compiled in other codegen units, where a plain function is not inlined.
+// `next`, `peek` and the token accessors are `#[inline]`: the query scan calls them per token from
+// sibling modules, which may be compiled in other codegen units, where a plain function is not
+// inlined (as they all were when the classifier was one file).
 impl<'l, 'a> Stmt<'l, 'a> {
     pub fn top(lx: &'l mut Lexer<'a>) -> Self {
         Stmt {
@@ -70,7 +71,6 @@ impl<'l, 'a> Stmt<'l, 'a> {
         }
     }
 
-    #[inline]
     pub(super) fn peek_kind(&mut self) -> Option<Kind> {
         self.peek().map(|t| t.kind)
     }
@@ -81,7 +81,6 @@ impl<'l, 'a> Stmt<'l, 'a> {
         self.kw(t)
     }
 
-    #[inline]
     pub(super) fn eat_kw(&mut self, kw: Kw) -> bool {
         if self.peek_kw() == Some(kw) {
             self.next();
@@ -91,7 +90,6 @@ impl<'l, 'a> Stmt<'l, 'a> {
         }
     }
 
-    #[inline]
     pub(super) fn eat(&mut self, kind: Kind) -> bool {
         if self.peek_kind() == Some(kind) {
             self.next();
@@ -102,7 +100,6 @@ impl<'l, 'a> Stmt<'l, 'a> {
     }
 
     /// Some `(` is still open.
-    #[inline]
     pub fn unclosed(&self) -> bool {
         self.depth > 0
     }
@@ -156,13 +153,13 @@ impl<'l, 'a> Stmt<'l, 'a> {
     }
 }
 
-#[inline]
 pub(super) fn is_name(t: Token) -> bool {
     matches!(t.kind, Kind::Word | Kind::QuotedIdent)
 }
 
 /// The text of a quoted identifier or string without its prefix and quotes (`U&"x"` → `x`,
 /// `E'x'` → `x`, `$q$x$q$` → `x`). Doubled quotes are left doubled.
+#[inline]
 pub(super) fn unquote(text: &[u8], kind: Kind) -> &[u8] {
     match kind {
         Kind::QuotedIdent | Kind::Str => {
