@@ -132,6 +132,8 @@ fn request(last_commit: u64, writes: bool) -> Request {
         tiebreak: 7,
         // routing.probe_max_lag's default
         probe_below: Duration::from_millis(5),
+        routing_disabled: false,
+        critical: false,
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::prepared::ClientStatements;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
-use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
+use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, RuleAction, StatementClass};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -22,6 +22,9 @@ pub struct BatchInfo {
     /// The buffer starts with an unnamed Parse of one pooler command (drivers such as JDBC
     /// send SET through the extended protocol); [`extended_command`] checks the rest.
     pub parsed_pooler: Option<PoolerCommand>,
+    /// What the first query rule matching the batch asks for (set by the session's
+    /// `SessionRules`, not by `analyze`).
+    pub rule: Option<RuleAction>,
 }
 
 /// Reads the frames of the client's next implicit transaction (up to its first Sync or

@@ -3,8 +3,11 @@
 
 mod admin;
 mod batch;
+mod breaker;
+mod budget;
 mod cancel;
 mod client_params;
+mod controls;
 mod clients;
 mod janitor;
 mod lease;
@@ -16,6 +19,7 @@ mod prepared;
 mod relay;
 mod replicas;
 mod routing;
+mod rules;
 mod session;
 mod stats;
 mod topology;

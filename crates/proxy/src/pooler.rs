@@ -3,11 +3,12 @@
 //! stats period's averages.
 
 use crate::clients::ClientRegistry;
+use crate::controls::RoutingSwitch;
 use crate::stats::{Averages, StatsPeriods};
 use crate::topology::Topology;
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
 
@@ -28,6 +29,11 @@ pub struct Pooler {
     resumed: Notify,
     pub started_at: std::time::SystemTime,
     pub(crate) stats_periods: StatsPeriods,
+    /// `DISABLE ROUTING`: here, not in the topology, so it survives RELOAD.
+    pub switch: RoutingSwitch,
+    /// The current topology's rule set generation: a session whose rules are older fetches
+    /// the new ones (one atomic load per transaction instead of the topology's lock).
+    rules_generation: AtomicU64,
 }
 
 /// One admitted client; gives its place back when dropped.
@@ -42,6 +48,7 @@ impl Drop for ClientGuard {
 
 impl Pooler {
     pub fn new(topology: Topology, config_path: PathBuf) -> Arc<Pooler> {
+        let rules_generation = AtomicU64::new(topology.rules.generation);
         Arc::new(Pooler {
             topology: RwLock::new(Arc::new(topology)),
             clients: Arc::new(ClientRegistry::default()),
@@ -54,6 +61,8 @@ impl Pooler {
             resumed: Notify::new(),
             started_at: std::time::SystemTime::now(),
             stats_periods: StatsPeriods::default(),
+            switch: RoutingSwitch::default(),
+            rules_generation,
         })
     }
 
@@ -69,10 +78,13 @@ impl Pooler {
         let config = lsnpool_config::load(&self.config_path).map_err(|e| e.to_string())?;
         let old = self.topology();
         let new = Topology::build_reusing(Arc::new(config), Some(&old)).map_err(|e| e.to_string())?;
+        let generation = new.rules.generation;
         match self.topology.write() {
             Ok(mut t) => *t = Arc::new(new),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
         }
+        // After the swap: a session that sees the new generation finds the new rules.
+        self.rules_generation.store(generation, Ordering::Release);
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");
         Ok(())
     }
@@ -136,6 +148,10 @@ impl Pooler {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    pub fn rules_generation(&self) -> u64 {
+        self.rules_generation.load(Ordering::Acquire)
     }
 
     pub fn client_count(&self) -> usize {

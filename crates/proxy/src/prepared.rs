@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use lsnpool_router::Classification;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
 pub struct ClientStatement {
     /// Parse body (query, NUL, parameter types): what the server must prepare.
@@ -13,6 +14,8 @@ pub struct ClientStatement {
     pub class: Classification,
     /// It may be a COPY (nothing may be sent behind its Execute).
     pub copy: bool,
+    /// The query rule it matches, cached per rule set (see `rules::SessionRules`).
+    pub rule: AtomicU64,
 }
 
 #[derive(Default)]
@@ -26,7 +29,7 @@ impl ClientStatements {
     }
 
     pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification, copy: bool) -> &ClientStatement {
-        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, copy };
+        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, copy, rule: AtomicU64::new(0) };
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt);
         &self.by_name[&name]

@@ -3,6 +3,7 @@
 
 use crate::batch;
 use crate::clients::ClientSlot;
+use crate::controls::Hold;
 use crate::lease::{Borrower, Lease};
 use crate::pooler::Pooler;
 use crate::local;
@@ -11,6 +12,7 @@ use crate::prepared::ClientStatements;
 use crate::relay::{flush_now, peek_header, ClientIo, Outcome, Relay, RelayPlan, SessionState};
 use crate::replicas::ClusterState;
 use crate::routing::{ClientRouter, Probed, Surroundings, Target};
+use crate::rules::SessionRules;
 use crate::stats::DbStats;
 use crate::topology::{ClusterPools, Database};
 use bytes::{Buf, BytesMut};
@@ -37,6 +39,7 @@ pub struct Session {
     /// Boxed: inline, an absent server connection would still cost every client its size.
     held: Option<Box<(Lease, Target)>>,
     router: ClientRouter,
+    rules: SessionRules,
     /// A batch was refused with an error: drop the rest of it, up to its Sync.
     skip_until_sync: bool,
     peer: SocketAddr,
@@ -56,6 +59,7 @@ impl Session {
         let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32);
         DbStats::add(&login.db.stats.client_login_count, 1);
         Session {
+            rules: SessionRules::new(login.topology.rules.clone()),
             pooler,
             router,
             client: ClientIo { stream: stream.into(), rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
@@ -154,7 +158,7 @@ impl Session {
 
     /// Runs one transaction; `Err` ends the session.
     async fn transaction(&mut self) -> Result<(), &'static str> {
-        let info = batch::analyze(&self.client.rbuf, self.client.max_message_size, &self.statements);
+        let mut info = batch::analyze(&self.client.rbuf, self.client.max_message_size, &self.statements);
         if let Some(cmd) = info.pooler {
             if let Ok(Some(h)) = peek_header(&self.client.rbuf, self.client.max_message_size) {
                 self.client.rbuf.advance(h.frame_len);
@@ -198,6 +202,9 @@ impl Session {
                 return Ok(());
             }
         }
+        if self.held.is_none() {
+            info.rule = self.rule_for_batch();
+        }
         let mut forced = None;
         loop {
             let cluster = self.router.cluster().clone();
@@ -212,16 +219,27 @@ impl Session {
                             pool_mode: topology.pool_mode(),
                             pools: &self.pools,
                             query_timeout: topology.config.pooler.query_wait_timeout,
+                            switch: &self.pooler.switch,
                         };
                         self.router.choose(&info, forced, &env).await
                     };
+                    let hold = self.router.take_hold();
+                    if let Some(Hold::Refuse(r)) = &hold {
+                        self.refuse_batch(&r.code, &r.message, r.hint);
+                        return Ok(());
+                    }
                     // Counted from the decision on, so concurrent decisions spread the load.
                     _outstanding = match target.route {
                         Route::Replica(node) => cluster.begin_read(node),
                         Route::Primary => Some(cluster.begin_primary()),
                     };
                     match self.lease(target.route, probed).await {
-                        Some(s) => (s, target),
+                        Some(mut s) => {
+                            if let Some(Hold::Permit(permit)) = hold {
+                                s.hold(permit);
+                            }
+                            (s, target)
+                        }
                         None => return Ok(()),
                     }
                 }
@@ -351,6 +369,15 @@ impl Session {
             }
             Err(e) => tracing::warn!(node = %server.label, error = %e, "could not read the commit LSN"),
         }
+    }
+
+    /// The first query rule matching the batch, from the pooler's current rule set.
+    fn rule_for_batch(&mut self) -> Option<lsnpool_router::RuleAction> {
+        let db = &self.login.db;
+        let scope = lsnpool_router::RuleScope { database: &db.name, cluster: &db.cluster, user: &self.login.user.name };
+        let pooler = &self.pooler;
+        let current = || pooler.topology().rules.clone();
+        self.rules.for_batch(current, pooler.rules_generation(), &self.client.rbuf, self.client.max_message_size, &self.statements, &scope)
     }
 
     fn slot(&self) -> &Arc<ClientSlot> {
