@@ -125,6 +125,11 @@ impl RuleSet {
             return None;
         }
         let text = &text[..text.len().min(MATCHED_PREFIX)];
+        // Most statements match no rule: answered without building the set of matches (which
+        // allocates).
+        if !self.set.is_match(text) {
+            return None;
+        }
         let matches = self.set.matches(text);
         matches.iter().find(|&i| self.specs[i].applies_to(scope)).map(|i| RuleId(i as u16))
     }
