@@ -181,6 +181,14 @@ async fn wait_r2_in_rotation(p: &Pooler) -> Conn {
     a
 }
 
+/// r2 at its 300 ms apply delay (shared with other such tests) and a fresh counter table.
+async fn delayed_table(prefix: &str, rows: i32) -> (Delayed, String) {
+    let topo = delayed_r2();
+    let t = unique(prefix);
+    counter_table(&t, 0..rows).await;
+    (topo, t)
+}
+
 fn spawn_primary_writer(table: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let c = direct(PRIMARY).await;
@@ -193,9 +201,7 @@ fn spawn_primary_writer(table: String, stop: Arc<AtomicBool>) -> tokio::task::Jo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alias_and_a_rule_keep_their_own_lag_threshold() {
-    let _topo = delayed_r2();
-    let t = unique("ctl_lag");
-    counter_table(&t, 0..1).await;
+    let (_topo, t) = delayed_table("ctl_lag", 1).await;
     let opts = lagging_r2_opts()
         .aliases("{ app_read = \"bounded\", inv_read = { consistency = \"bounded\", max_replica_lag = \"100ms\" } }")
         .tail(&format!("[[rules]]\nname = \"inventory\"\nmatch = 'inventory_marker'\nmax_replica_lag = \"100ms\"\n"));
@@ -289,9 +295,7 @@ async fn the_primary_read_budget_keeps_writes_flowing_under_a_read_flood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_trips_under_a_saturated_primary_degrades_non_critical_reads_and_closes() {
-    let _topo = delayed_r2();
-    let t = unique("ctl_breaker");
-    counter_table(&t, 0..4).await;
+    let (_topo, t) = delayed_table("ctl_breaker", 4).await;
     let opts = lagging_r2_opts()
         .pool_size(2)
         .query_wait_timeout("20s")

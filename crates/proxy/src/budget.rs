@@ -94,6 +94,14 @@ impl ReadBudget {
 mod tests {
     use super::*;
 
+    /// A budget of `n` with every permit held.
+    fn spent(n: usize) -> (Arc<ReadBudget>, Vec<ReadPermit>) {
+        let b = Arc::new(ReadBudget::default());
+        b.resize(n);
+        let held = (0..n).map(|_| b.try_acquire().expect("a free permit")).collect();
+        (b, held)
+    }
+
     #[test]
     fn permits_are_capped_and_come_back() {
         let b = Arc::new(ReadBudget::default());
@@ -108,9 +116,7 @@ mod tests {
 
     #[test]
     fn a_shrink_forgets_held_permits_as_they_come_back() {
-        let b = Arc::new(ReadBudget::default());
-        b.resize(3);
-        let held: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+        let (b, held) = spent(3);
         b.resize(1);
         drop(held);
         let p = b.try_acquire().expect("one permit left");
@@ -124,9 +130,7 @@ mod tests {
 
     #[test]
     fn growing_while_permits_are_owed_settles_the_debt_first() {
-        let b = Arc::new(ReadBudget::default());
-        b.resize(2);
-        let held: Vec<_> = (0..2).map(|_| b.try_acquire().unwrap()).collect();
+        let (b, held) = spent(2);
         b.resize(0); // unlimited: both owed
         b.resize(2);
         drop(held);

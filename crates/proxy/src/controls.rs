@@ -12,9 +12,9 @@ use crate::topology::Database;
 use lsnpool_config::RoutingConfig;
 use lsnpool_protocol::sqlstate;
 use lsnpool_router::{decide, degraded, is_primary_read, Decision, NodeId, ReplicaView, Request};
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use crate::db_flags::DbFlags;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -39,43 +39,11 @@ impl ClusterControls {
     }
 }
 
-/// The kill switch: database names whose statements all go to the primary (`*`: every
-/// database). Lives in the `Pooler`, so it survives RELOAD until `ENABLE ROUTING`.
-#[derive(Default)]
-pub struct RoutingSwitch {
-    /// Keeps the common case (nothing switched off) to one atomic load per transaction.
-    any: AtomicBool,
-    off: Mutex<HashSet<String>>,
-}
-
-impl RoutingSwitch {
-    pub fn disable(&self, db: Option<&str>) {
-        if let Ok(mut off) = self.off.lock() {
-            off.insert(db.unwrap_or("*").to_string());
-            self.any.store(true, Ordering::Release);
-        }
-    }
-
-    /// `None` switches routing back on for every database.
-    pub fn enable(&self, db: Option<&str>) {
-        if let Ok(mut off) = self.off.lock() {
-            match db {
-                Some(d) => {
-                    off.remove(d);
-                }
-                None => off.clear(),
-            }
-            self.any.store(!off.is_empty(), Ordering::Release);
-        }
-    }
-
-    /// Switched off by name, by its cluster's name, or for all.
-    pub fn is_off(&self, db: &Database) -> bool {
-        if !self.any.load(Ordering::Acquire) {
-            return false;
-        }
-        self.off.lock().map(|off| off.contains("*") || off.contains(&db.name) || off.contains(&*db.cluster)).unwrap_or(false)
-    }
+/// The kill switch: routing is off for `db` by config (`routing.enabled`), or by the
+/// console's `DISABLE ROUTING` of its name, its cluster's name, or every database (`switch`
+/// lives in the `Pooler`, so it survives RELOAD until `ENABLE ROUTING`).
+pub fn routing_disabled(routing: &RoutingConfig, switch: &DbFlags, db: &Database) -> bool {
+    !routing.enabled || switch.contains_any(&[&db.name, &db.cluster])
 }
 
 /// What the controls leave the session to do with the chosen route.

@@ -8,6 +8,7 @@ mod budget;
 mod cancel;
 mod client_params;
 mod controls;
+mod db_flags;
 mod clients;
 mod janitor;
 mod lease;

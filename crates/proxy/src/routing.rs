@@ -12,7 +12,8 @@
 //! It also owns what the client has seen (`ClientLsns`) and learns from each transaction.
 
 use crate::batch::BatchInfo;
-use crate::controls::{spare_primary, Hold, RoutingSwitch, Spare, Spared};
+use crate::controls::{routing_disabled, spare_primary, Hold, Spare, Spared};
+use crate::db_flags::DbFlags;
 use crate::lease::{record_wait, Lease};
 use crate::replicas::ClusterState;
 use crate::stats::DbStats;
@@ -53,7 +54,7 @@ pub struct Surroundings<'a> {
     /// Bounds the probe's round trip and a read's wait for the primary read budget.
     pub query_timeout: Duration,
     /// The kill switch (`DISABLE ROUTING`).
-    pub switch: &'a RoutingSwitch,
+    pub switch: &'a DbFlags,
 }
 
 pub struct ClientRouter {
@@ -109,7 +110,7 @@ impl ClientRouter {
             max_lag: rule.and_then(|r| r.max_lag).or(self.db.max_lag).unwrap_or(env.routing.max_replica_lag),
             tiebreak: self.tiebreak,
             probe_below: env.routing.probe_max_lag,
-            routing_disabled: !env.routing.enabled || env.switch.is_off(&self.db),
+            routing_disabled: routing_disabled(env.routing, env.switch, &self.db),
             critical: rule.is_some_and(|r| r.critical),
         };
         crate::replicas::views(&self.cluster, &mut self.views);

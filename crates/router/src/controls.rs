@@ -38,24 +38,13 @@ pub fn degraded(req: &Request, decision: &Decision, replicas: &[ReplicaView], ma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{decide, ClientLsns, Consistency, Lsn, RoutingMode};
+    use crate::{decide, ClientLsns, Consistency, Lsn};
 
+    /// A read after the client's commit at LSN 1000.
     fn req() -> Request {
         let mut lsns = ClientLsns::default();
         lsns.learn_commit(Lsn(1000));
-        Request {
-            mode: RoutingMode::Automatic,
-            consistency: Consistency::ReadYourWrites,
-            writes: false,
-            hint_primary: false,
-            lsns,
-            global_commit: Lsn::ZERO,
-            max_lag: Duration::from_secs(10),
-            tiebreak: 0,
-            probe_below: Duration::ZERO,
-            routing_disabled: false,
-            critical: false,
-        }
+        Request { lsns, ..crate::decide::test_request() }
     }
 
     fn replica(n: u16, lsn: u64, lag_ms: u64) -> ReplicaView {

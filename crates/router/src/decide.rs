@@ -180,24 +180,31 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
     }
 }
 
+/// A read under automatic routing at the default level, nothing seen yet: the base of the
+/// unit tests' requests.
+#[cfg(test)]
+pub(crate) fn test_request() -> Request {
+    Request {
+        mode: RoutingMode::Automatic,
+        consistency: Consistency::ReadYourWrites,
+        writes: false,
+        hint_primary: false,
+        lsns: ClientLsns::default(),
+        global_commit: Lsn::ZERO,
+        max_lag: Duration::from_secs(10),
+        tiebreak: 0,
+        probe_below: Duration::ZERO,
+        routing_disabled: false,
+        critical: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn req() -> Request {
-        Request {
-            mode: RoutingMode::Automatic,
-            consistency: Consistency::ReadYourWrites,
-            writes: false,
-            hint_primary: false,
-            lsns: ClientLsns::default(),
-            global_commit: Lsn::ZERO,
-            max_lag: Duration::from_secs(10),
-            tiebreak: 0,
-            probe_below: Duration::ZERO,
-            routing_disabled: false,
-            critical: false,
-        }
+        test_request()
     }
 
     fn committed(lsn: u64) -> ClientLsns {

@@ -58,11 +58,11 @@ pub fn switch_routing(pooler: &Pooler, enable: bool, db: Option<&str>, out: &mut
     }
     let what = db.unwrap_or("all databases");
     if enable {
-        pooler.switch.enable(db);
+        pooler.switch.clear(db);
         tracing::warn!(database = what, "ENABLE ROUTING from the admin console: reads go to replicas again");
         backend::command_complete(out, "ENABLE");
     } else {
-        pooler.switch.disable(db);
+        pooler.switch.set(db);
         tracing::warn!(database = what, "DISABLE ROUTING from the admin console: every statement goes to the primary");
         backend::command_complete(out, "DISABLE");
     }

@@ -119,7 +119,7 @@ fn databases(pooler: &Pooler, out: &mut BytesMut) {
         "consistency" => db.consistency,
         "routing" => routing_name(db),
         "replicas" => cl.replicas.len(),
-        "routing_disabled" => u8::from(!c.routing.enabled || pooler.switch.is_off(db)),
+        "routing_disabled" => u8::from(crate::controls::routing_disabled(&c.routing, &pooler.switch, db)),
     });
 }
 
