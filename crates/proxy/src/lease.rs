@@ -120,8 +120,9 @@ impl Lease {
     }
 
     /// Keeps a read budget permit until the connection is given back or closed.
-    pub fn hold(&mut self, permit: crate::budget::ReadPermit) {
-        self.read_permit = Some(permit);
+    pub fn holding(mut self, permit: Option<crate::budget::ReadPermit>) -> Lease {
+        self.read_permit = permit;
+        self
     }
 
     /// Brings the server's session parameters in line with the client's. On failure the lease

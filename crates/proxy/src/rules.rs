@@ -6,7 +6,9 @@
 //! the rule set's generation: an Execute costs one atomic load, and a RELOAD that changes the
 //! rules is seen by the next transaction.
 
+use crate::pooler::Pooler;
 use crate::prepared::{ClientStatement, ClientStatements};
+use crate::topology::Database;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
 use lsnpool_router::{RuleAction, RuleError, RuleId, RuleScope, RuleSet, RuleSpec};
@@ -66,23 +68,24 @@ impl SessionRules {
     }
 
     /// The action of the first rule that matches the batch's statements (Query text, Parse
-    /// text, a Bind's named statement), counting the hit. `current` is the pooler's rule set,
-    /// taken only when its generation differs from the one this session holds.
+    /// text, a Bind's named statement) sent by `user` on `db`, counting the hit. The pooler's
+    /// rule set is taken only when its generation differs from the one this session holds.
     pub fn for_batch(
         &mut self,
-        current: impl FnOnce() -> Arc<LiveRules>,
-        current_generation: u64,
+        pooler: &Pooler,
+        db: &Database,
+        user: &str,
         buf: &[u8],
         max_message_size: usize,
         statements: &ClientStatements,
-        scope: &RuleScope<'_>,
     ) -> Option<RuleAction> {
-        if self.live.generation != current_generation {
-            self.live = current();
+        if self.live.generation != pooler.rules_generation() {
+            self.live = pooler.topology().rules.clone();
         }
         if self.live.set.is_empty() {
             return None;
         }
+        let scope = &RuleScope { database: &db.name, cluster: &db.cluster, user };
         let set = &self.live.set;
         for (h, frame) in Frames::new(buf, max_message_size).map_while(Result::ok) {
             let id = match h.tag {

@@ -203,7 +203,8 @@ impl Session {
             }
         }
         if self.held.is_none() {
-            info.rule = self.rule_for_batch();
+            let (buf, max) = (&self.client.rbuf, self.client.max_message_size);
+            info.rule = self.rules.for_batch(&self.pooler, &self.login.db, &self.login.user.name, buf, max, &self.statements);
         }
         let mut forced = None;
         loop {
@@ -224,22 +225,13 @@ impl Session {
                         self.router.choose(&info, forced, &env).await
                     };
                     let hold = self.router.take_hold();
-                    if let Some(Hold::Refuse(r)) = &hold {
-                        self.refuse_batch(&r.code, &r.message, r.hint);
-                        return Ok(());
-                    }
                     // Counted from the decision on, so concurrent decisions spread the load.
                     _outstanding = match target.route {
                         Route::Replica(node) => cluster.begin_read(node),
                         Route::Primary => Some(cluster.begin_primary()),
                     };
-                    match self.lease(target.route, probed).await {
-                        Some(mut s) => {
-                            if let Some(Hold::Permit(permit)) = hold {
-                                s.hold(permit);
-                            }
-                            (s, target)
-                        }
+                    match self.lease(target.route, probed, hold).await {
+                        Some(s) => (s, target),
                         None => return Ok(()),
                     }
                 }
@@ -371,27 +363,25 @@ impl Session {
         }
     }
 
-    /// The first query rule matching the batch, from the pooler's current rule set.
-    fn rule_for_batch(&mut self) -> Option<lsnpool_router::RuleAction> {
-        let db = &self.login.db;
-        let scope = lsnpool_router::RuleScope { database: &db.name, cluster: &db.cluster, user: &self.login.user.name };
-        let pooler = &self.pooler;
-        let current = || pooler.topology().rules.clone();
-        self.rules.for_batch(current, pooler.rules_generation(), &self.client.rbuf, self.client.max_message_size, &self.statements, &scope)
-    }
-
     fn slot(&self) -> &Arc<ClientSlot> {
         &self.login.registration.slot
     }
 
     /// A server connection on `route` (or the one a probe found fresh), its session
-    /// parameters brought in line with the client's. On failure the client's batch is
-    /// answered with an error and `None` returned.
-    async fn lease(&mut self, route: Route, probed: Option<Probed>) -> Option<Lease> {
+    /// parameters brought in line with the client's, holding the read budget permit the
+    /// routing took. On failure (or a refusal from the routing) the client's batch is answered
+    /// with an error and `None` returned.
+    async fn lease(&mut self, route: Route, probed: Option<Probed>, hold: Option<Hold>) -> Option<Lease> {
         let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
-        let lent = match probed {
-            Some(server) => Ok(Lease::lent(server, &who)),
-            None => {
+        let (permit, refused) = match hold {
+            Some(Hold::Permit(p)) => (Some(p), None),
+            Some(Hold::Refuse(r)) => (None, Some(r)),
+            None => (None, None),
+        };
+        let lent = match (probed, refused) {
+            (_, Some(refusal)) => Err(refusal),
+            (Some(server), None) => Ok(Lease::lent(server, &who)),
+            (None, None) => {
                 let pool = match route {
                     Route::Replica(node) => self.pools.replicas.get(usize::from(node.0)).unwrap_or(&self.pools.primary),
                     Route::Primary => &self.pools.primary,
@@ -399,6 +389,7 @@ impl Session {
                 Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who).await
             }
         };
+        let lent = lent.map(|lease| lease.holding(permit));
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
         let ready = match lent {
             Ok(lease) => lease.sync_params(&self.login.params, timeout).await,
