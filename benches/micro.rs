@@ -3,7 +3,8 @@
 //! - frame parsing: `lsnpool_protocol::frame::Frames` over a buffer of typical server replies;
 //! - statement classification: `lsnpool_router::classify` on pgbench's statements and a few
 //!   typical OLTP queries;
-//! - the routing decision: `lsnpool_router::decide` with 2 replicas.
+//! - the routing decision: `lsnpool_router::decide` with 2 replicas;
+//! - query rules: `RuleSet::first_match` over the README's playbook rules.
 //!
 //! Before criterion runs, a counting global allocator checks that classify, decide and frame
 //! parsing allocate nothing per call. Its lines start with `ALLOC` (and go to the file named by
@@ -14,7 +15,9 @@
 use criterion::{Criterion, Throughput};
 use lsnpool_protocol::backend::{command_complete, data_row, ready_for_query, row_description, TxStatus};
 use lsnpool_protocol::frame::Frames;
-use lsnpool_router::{classify, decide, ClientLsns, Consistency, Lsn, NodeId, ReplicaView, Request, RoutingMode};
+use lsnpool_router::{
+    classify, decide, ClientLsns, Consistency, Lsn, NodeId, ReplicaView, Request, RoutingMode, RuleAction, RuleScope, RuleSet, RuleSpec,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::io::Write;
@@ -132,6 +135,8 @@ fn request(last_commit: u64, writes: bool) -> Request {
         tiebreak: 7,
         // routing.probe_max_lag's default
         probe_below: Duration::from_millis(5),
+        routing_disabled: false,
+        critical: false,
     }
 }
 
@@ -170,6 +175,34 @@ fn decide_cases() -> Vec<(&'static str, Request)> {
     ]
 }
 
+/// The README's "Critical paths" playbook, plus two rules of the kind operators add.
+fn playbook_rules() -> RuleSet {
+    let rule = |name: &str, pattern: &str| RuleSpec {
+        name: name.into(),
+        database: Some("appdb".into()),
+        user: None,
+        pattern: pattern.into(),
+        action: RuleAction { consistency: Some(Consistency::Strong), max_lag: None, critical: true },
+    };
+    RuleSet::new(vec![
+        rule("payments", r"(?i)^\s*select\b.*\bfrom\s+accounts\b"),
+        rule("inventory", r"(?i)^\s*select\b.*\bfrom\s+(stock|inventory)\b"),
+        rule("session_tokens", r"(?i)\bfrom\s+session_tokens\b"),
+        rule("reports", r"(?i)^\s*/\*\s*report\b"),
+        rule("locks", r"(?i)\bpg_advisory_lock\b"),
+    ])
+    .expect("the playbook's rules compile")
+}
+
+/// The rule cases benchmarked: name, statement (the first matches no rule, as most do).
+const RULE_CASES: &[(&str, &str)] = &[
+    ("no_match_pgbench_select", "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;"),
+    ("first_rule", "SELECT balance FROM accounts WHERE id = $1"),
+    ("third_rule", "SELECT user_id FROM session_tokens WHERE token = $1 AND expires_at > now()"),
+];
+
+const RULE_SCOPE: RuleScope<'static> = RuleScope { database: "appdb", cluster: "appdb", user: "app" };
+
 fn count_frames(buf: &[u8]) -> usize {
     let mut n = 0;
     let mut tags = 0u32;
@@ -200,6 +233,12 @@ fn alloc_report() {
         });
         lines.push(format!("ALLOC decide/{name} {a}"));
     }
+    let rules = playbook_rules();
+    let (name, sql) = RULE_CASES[0];
+    let a = allocs_per_call(n, || {
+        black_box(rules.first_match(black_box(sql.as_bytes()), &RULE_SCOPE));
+    });
+    lines.push(format!("ALLOC rules/{name} {a}"));
     let (buf, frames) = server_replies();
     let a = allocs_per_call(n, || {
         black_box(count_frames(black_box(&buf)));
@@ -245,6 +284,15 @@ fn bench_decide(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_rules(c: &mut Criterion) {
+    let rules = playbook_rules();
+    let mut g = c.benchmark_group("rules");
+    for (name, sql) in RULE_CASES {
+        g.bench_function(*name, |b| b.iter(|| rules.first_match(black_box(sql.as_bytes()), &RULE_SCOPE)));
+    }
+    g.finish();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing or test flags.
     alloc_report();
@@ -255,5 +303,6 @@ fn main() {
     bench_frames(&mut c);
     bench_classify(&mut c);
     bench_decide(&mut c);
+    bench_rules(&mut c);
     c.final_summary();
 }

@@ -88,6 +88,15 @@ pub struct PoolerOpts {
     /// List the streaming replicas in the cluster (on by default; `primary_only()` turns it
     /// off so all traffic goes to the primary, as the pooler-fidelity tests expect).
     replicas: bool,
+    /// `[routing]` keys over the defaults below, as raw TOML values.
+    routing: BTreeMap<String, String>,
+    /// Raw TOML lines added to `[clusters.appdb]`, and raw TOML after it (`[[rules]]`).
+    cluster_lines: Vec<String>,
+    tail: String,
+    /// Overrides the replica list (raw TOML array) when replicas are on.
+    replica_list: Option<String>,
+    /// Overrides the aliases (a raw TOML inline table).
+    aliases: Option<String>,
 }
 
 impl Default for PoolerOpts {
@@ -127,7 +136,11 @@ impl PoolerOpts {
             ("app".to_string(), Some("app".to_string()), None),
             ("md5user".to_string(), Some("md5user".to_string()), None),
         ];
-        PoolerOpts { pooler, users, env: Vec::new(), replicas: true }
+        let mut routing = BTreeMap::new();
+        for (k, v) in [("consistency", "\"read-your-writes\""), ("lsn_poll_interval", "\"10ms\""), ("max_replica_lag", "\"10s\""), ("lsn_wait_timeout", "\"0ms\"")] {
+            routing.insert(k.to_string(), v.to_string());
+        }
+        PoolerOpts { pooler, users, env: Vec::new(), replicas: true, routing, cluster_lines: Vec::new(), tail: String::new(), replica_list: None, aliases: None }
     }
 
     /// Sets a `[pooler]` key to a raw TOML value (`"3"`, `"\"session\""`, `"[]"`).
@@ -170,6 +183,37 @@ impl PoolerOpts {
         self
     }
 
+    /// Sets a `[routing]` key to a raw TOML value.
+    pub fn routing(mut self, key: &str, toml_value: &str) -> Self {
+        self.routing.insert(key.to_string(), toml_value.to_string());
+        self
+    }
+
+    /// Adds a raw TOML line to `[clusters.appdb]` (e.g. `primary_read_pool_size = 2`).
+    pub fn cluster_line(mut self, line: &str) -> Self {
+        self.cluster_lines.push(line.to_string());
+        self
+    }
+
+    /// Appends raw TOML after the cluster (e.g. a `[[rules]]` table).
+    pub fn tail(mut self, toml: &str) -> Self {
+        self.tail.push_str(toml);
+        self.tail.push('\n');
+        self
+    }
+
+    /// The cluster's replicas, as a raw TOML array (e.g. `["127.0.0.1:55434"]`).
+    pub fn replica_list(mut self, toml_array: &str) -> Self {
+        self.replica_list = Some(toml_array.to_string());
+        self
+    }
+
+    /// The cluster's aliases, as a raw TOML inline table.
+    pub fn aliases(mut self, toml_table: &str) -> Self {
+        self.aliases = Some(toml_table.to_string());
+        self
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_string(), v.to_string()));
         self
@@ -181,9 +225,10 @@ impl PoolerOpts {
         for (k, v) in &self.pooler {
             s.push_str(&format!("{k} = {v}\n"));
         }
-        s.push_str(
-            "\n[routing]\nconsistency = \"read-your-writes\"\nlsn_poll_interval = \"10ms\"\nmax_replica_lag = \"10s\"\nlsn_wait_timeout = \"0ms\"\n",
-        );
+        s.push_str("\n[routing]\n");
+        for (k, v) in &self.routing {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
         for (name, pw, size) in &self.users {
             s.push_str(&format!("\n[[users]]\nname = {}\n", toml_str(name)));
             if let Some(pw) = pw {
@@ -193,10 +238,17 @@ impl PoolerOpts {
                 s.push_str(&format!("pool_size = {n}\n"));
             }
         }
-        let replicas = if self.replicas { "[\"127.0.0.1:55433\", \"127.0.0.1:55434\"]" } else { "[]" };
+        let all = "[\"127.0.0.1:55433\", \"127.0.0.1:55434\"]";
+        let replicas = if self.replicas { self.replica_list.as_deref().unwrap_or(all) } else { "[]" };
+        let aliases = self.aliases.as_deref().unwrap_or("{ app_primary = \"strong\", app_read = \"bounded\" }");
         s.push_str(&format!(
-            "\n[clusters.appdb]\ndatabase = \"appdb\"\nprimary = \"127.0.0.1:{PRIMARY_PORT}\"\nreplicas = {replicas}\naliases = {{ app_primary = \"strong\", app_read = \"bounded\" }}\n"
+            "\n[clusters.appdb]\ndatabase = \"appdb\"\nprimary = \"127.0.0.1:{PRIMARY_PORT}\"\nreplicas = {replicas}\naliases = {aliases}\n"
         ));
+        for line in &self.cluster_lines {
+            s.push_str(line);
+            s.push('\n');
+        }
+        s.push_str(&self.tail);
         s
     }
 
@@ -295,6 +347,11 @@ impl Pooler {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Rewrites the config file from `opts` (same listen address), for a RELOAD.
+    pub fn rewrite_config(&self, opts: &PoolerOpts) {
+        std::fs::write(&self.config_path, opts.render(&format!("127.0.0.1:{}", self.port))).expect("rewrite config");
     }
 
     /// Whether the process is still running.

@@ -119,6 +119,51 @@ mod tests {
         assert!(msg.contains("pooler.default_pool_size"), "{msg}");
     }
 
+    const RULE: &str = r#"
+        [[rules]]
+        name = "payments"
+        database = "appdb"
+        match = '(?i)^\s*select\b.*\bfrom\s+accounts\b'
+        consistency = "strong"
+        critical = true
+    "#;
+
+    #[test]
+    fn rules_aliases_and_controls_load() {
+        let toml = format!(
+            "{}\n{RULE}\n[[rules]]\nname = \"inventory\"\nmatch = \"stock\"\nmax_replica_lag = \"500ms\"\n",
+            GOOD.replace("app_read = \"bounded\"", "app_read = \"bounded\", inv = { consistency = \"bounded\", max_replica_lag = \"250ms\" }")
+                .replace("replicas = [", "primary_read_pool_size = 3\n        replicas = [")
+                .replace("[routing]", "[routing]\nenabled = false\ndegrade = true\nbreaker_window = \"2s\"")
+        );
+        Jail::expect_with(|jail| {
+            jail.create_file("pooler.toml", &toml)?;
+            let c = load(Path::new("pooler.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.rules.len(), 2);
+            assert!(c.rules[0].critical && c.rules[0].consistency == Some(lsnpool_router::Consistency::Strong));
+            assert_eq!(c.rules[1].max_replica_lag, Some(std::time::Duration::from_millis(500)));
+            let cl = &c.clusters["appdb"];
+            assert_eq!(cl.primary_read_pool_size, Some(3));
+            assert_eq!(cl.aliases["inv"].max_replica_lag(), Some(std::time::Duration::from_millis(250)));
+            assert_eq!(cl.aliases["app_read"].consistency(), lsnpool_router::Consistency::Bounded);
+            assert!(!c.routing.enabled && c.routing.degrade);
+            assert_eq!(c.routing.breaker_window, std::time::Duration::from_secs(2));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_rule_is_named_with_its_problem() {
+        let msg = error_for(&format!("{GOOD}{}", RULE.replace("accounts\\b'", "(accounts'")));
+        assert!(msg.contains("rules[0].match") && msg.contains("payments") && msg.contains("unclosed group"), "{msg}");
+        let msg = error_for(&format!("{GOOD}{}", RULE.replace("appdb", "nodb")));
+        assert!(msg.contains("rules[0].database") && msg.contains("nodb"), "{msg}");
+        let msg = error_for(&format!("{GOOD}{}", RULE.replace("consistency = \"strong\"", "")));
+        assert!(msg.contains("rules[0].consistency"), "{msg}");
+        let msg = error_for(&format!("{GOOD}{RULE}{RULE}"));
+        assert!(msg.contains("rules[1].name"), "{msg}");
+    }
+
     #[test]
     fn missing_file_is_an_error() {
         let e = load(Path::new("/nonexistent/pooler.toml")).unwrap_err().to_string();

@@ -1,4 +1,4 @@
-use lsnpool_router::Consistency;
+use lsnpool_router::{Consistency, RuleAction, RuleSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +14,9 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Query rules, tried in order; the first match wins (see `RuleConfig`).
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -125,6 +128,26 @@ pub struct RoutingConfig {
     /// replica typically lags less than this; 0 disables asking.
     #[serde(with = "humantime_serde")]
     pub probe_max_lag: Duration,
+    /// `false`: every statement goes to the primary (the config form of the console's
+    /// `DISABLE ROUTING`); rules, read budgets and the breaker are off too.
+    pub enabled: bool,
+    /// Non-critical reads may be served by a staler replica (within `breaker_max_lag`) when
+    /// the primary's breaker is open or its read budget stays spent: availability over
+    /// freshness, for the paths no rule marks critical. Off: the breaker only reports.
+    pub degrade: bool,
+    /// The primary's breaker trips when its connections stay all busy this long, and closes
+    /// once the primary has been healthy this long.
+    #[serde(with = "humantime_serde")]
+    pub breaker_window: Duration,
+    /// Degraded reads go to the freshest replica no further behind than this.
+    #[serde(with = "humantime_serde")]
+    pub breaker_max_lag: Duration,
+    /// The breaker also trips when more clients than this wait for a primary connection
+    /// (0: not a trigger).
+    pub breaker_max_waiting: usize,
+    /// ... or when the oldest of them has waited longer than this (0: not a trigger).
+    #[serde(with = "humantime_serde")]
+    pub breaker_max_wait: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -136,6 +159,12 @@ impl Default for RoutingConfig {
             lsn_wait_timeout: Duration::ZERO,
             capture_commit_lsn: true,
             probe_max_lag: Duration::from_millis(5),
+            enabled: true,
+            degrade: false,
+            breaker_window: Duration::from_secs(10),
+            breaker_max_lag: Duration::from_secs(1),
+            breaker_max_waiting: 0,
+            breaker_max_wait: Duration::ZERO,
         }
     }
 }
@@ -162,14 +191,91 @@ pub struct ClusterConfig {
     pub primary: String,
     #[serde(default)]
     pub replicas: Vec<String>,
-    /// Other database names clients may use for this cluster, each with its consistency.
+    /// Other database names clients may use for this cluster, each with its consistency
+    /// (and optionally its own `max_replica_lag`).
     #[serde(default)]
-    pub aliases: BTreeMap<String, Consistency>,
+    pub aliases: BTreeMap<String, AliasConfig>,
     /// Consistency under the cluster's own name; defaults to `routing.consistency`.
     #[serde(default)]
     pub consistency: Option<Consistency>,
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// Overrides `routing.max_replica_lag` for this cluster and its aliases.
+    #[serde(default, with = "humantime_serde")]
+    pub max_replica_lag: Option<Duration>,
+    /// How many primary server connections reads (fallbacks, `strong` reads, rules) may hold
+    /// at once, across users, so writes always find one; unset: no limit.
+    #[serde(default)]
+    pub primary_read_pool_size: Option<usize>,
+}
+
+/// An alias: `app_read = "bounded"`, or `inventory = { consistency = "bounded",
+/// max_replica_lag = "500ms" }` for a path with its own lag threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum AliasConfig {
+    Level(Consistency),
+    Detailed(AliasDetail),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasDetail {
+    pub consistency: Consistency,
+    #[serde(default, with = "humantime_serde")]
+    pub max_replica_lag: Option<Duration>,
+}
+
+impl AliasConfig {
+    pub fn consistency(&self) -> Consistency {
+        match self {
+            AliasConfig::Level(c) => *c,
+            AliasConfig::Detailed(d) => d.consistency,
+        }
+    }
+
+    pub fn max_replica_lag(&self) -> Option<Duration> {
+        match self {
+            AliasConfig::Level(_) => None,
+            AliasConfig::Detailed(d) => d.max_replica_lag,
+        }
+    }
+}
+
+/// `[[rules]]`: statements whose text matches `match` route as the rule says.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Shown in SHOW RULES and the `rule` label of `lsnpool_rule_hits_total`.
+    pub name: String,
+    /// A cluster (then its aliases too) or an alias; unset: every database.
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A regex (Rust `regex` syntax) on the statement text.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default)]
+    pub consistency: Option<Consistency>,
+    /// The path's own lag threshold; alone it means `consistency = "bounded"`.
+    #[serde(default, with = "humantime_serde")]
+    pub max_replica_lag: Option<Duration>,
+    /// Never degraded by the circuit breaker or the read budget.
+    #[serde(default)]
+    pub critical: bool,
+}
+
+impl RuleConfig {
+    pub fn spec(&self) -> RuleSpec {
+        RuleSpec {
+            name: self.name.clone(),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            pattern: self.pattern.clone(),
+            action: RuleAction { consistency: self.consistency, max_lag: self.max_replica_lag, critical: self.critical },
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -181,5 +287,10 @@ impl ClusterConfig {
 impl Config {
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The rules as the router compiles them.
+    pub fn rule_specs(&self) -> Vec<RuleSpec> {
+        self.rules.iter().map(RuleConfig::spec).collect()
     }
 }

@@ -77,6 +77,42 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
         if cl.pool_size == Some(0) {
             return Err(ConfigError::invalid(format!("{key}.pool_size"), "must be at least 1"));
         }
+        if cl.primary_read_pool_size == Some(0) {
+            return Err(ConfigError::invalid(format!("{key}.primary_read_pool_size"), "must be at least 1 (leave it unset for no limit)"));
+        }
+    }
+    if c.routing.breaker_window.is_zero() {
+        return Err(ConfigError::invalid("routing.breaker_window", "must be greater than 0"));
+    }
+    validate_rules(c, &names)
+}
+
+/// Each rule: a unique name, a pattern that compiles, something to do, and a database and
+/// user that exist (a typo would silently never match).
+fn validate_rules(c: &Config, databases: &BTreeMap<&str, String>) -> Result<(), ConfigError> {
+    for (i, r) in c.rules.iter().enumerate() {
+        let key = |field: &str| format!("rules[{i}].{field}");
+        if r.name.is_empty() {
+            return Err(ConfigError::invalid(key("name"), "must not be empty"));
+        }
+        if c.rules[..i].iter().any(|o| o.name == r.name) {
+            return Err(ConfigError::invalid(key("name"), format!("rule \"{}\" is defined twice", r.name)));
+        }
+        if let Err(e) = lsnpool_router::check_pattern(&r.pattern) {
+            return Err(ConfigError::invalid(key("match"), format!("rule \"{}\": bad regex: {e}", r.name)));
+        }
+        if r.consistency.is_none() && r.max_replica_lag.is_none() {
+            return Err(ConfigError::invalid(
+                key("consistency"),
+                format!("rule \"{}\" must set consistency or max_replica_lag", r.name),
+            ));
+        }
+        if let Some(db) = r.database.as_deref().filter(|d| !databases.contains_key(d)) {
+            return Err(ConfigError::invalid(key("database"), format!("rule \"{}\": no cluster or alias is named \"{db}\"", r.name)));
+        }
+        if let Some(user) = r.user.as_deref().filter(|u| c.user(u).is_none()) {
+            return Err(ConfigError::invalid(key("user"), format!("rule \"{}\": no [[users]] entry is named \"{user}\"", r.name)));
+        }
     }
     Ok(())
 }

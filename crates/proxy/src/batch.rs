@@ -3,7 +3,7 @@
 use crate::prepared::ClientStatements;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
-use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
+use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, RuleAction, StatementClass};
 
 /// Classifications of a batch's Query and Parse frames by their offset in the client's read
 /// buffer: the first few only, inline (a batch rarely holds more), so nothing is allocated.
@@ -47,6 +47,9 @@ pub struct BatchInfo {
     /// The buffer starts with an unnamed Parse of one pooler command (drivers such as JDBC
     /// send SET through the extended protocol); [`extended_command`] checks the rest.
     pub parsed_pooler: Option<PoolerCommand>,
+    /// What the first query rule matching the batch asks for (set by the session's
+    /// `SessionRules`, not by `analyze`).
+    pub rule: Option<RuleAction>,
 }
 
 /// Reads the frames of the client's next implicit transaction (up to its first Sync or

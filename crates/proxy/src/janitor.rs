@@ -19,6 +19,10 @@ pub fn spawn_janitor(pooler: &Arc<Pooler>) {
     let mut seen_nodes = HashSet::new();
     every(pooler, Duration::ZERO, Duration::from_secs(1), move |p| set_gauges(p, &mut seen_nodes));
     every(pooler, Duration::ZERO, Duration::from_secs(1), pool_upkeep);
+    every(pooler, Duration::ZERO, crate::breaker::EVALUATE_EVERY, |p| {
+        crate::breaker::evaluate(p);
+        ControlFlow::Continue(())
+    });
 }
 
 /// Runs `job` after `first`, then every `period`, until the pooler is gone or `job` says stop.

@@ -24,6 +24,8 @@ type Pooled = Object<ServerManager>;
 pub struct Lease {
     /// `None` only once given back or closed.
     server: Option<Pooled>,
+    /// A primary read's place in its cluster's read budget, held as long as the connection.
+    read_permit: Option<crate::budget::ReadPermit>,
 }
 
 /// Why a batch got no server (or could not be prepared on it), as PostgreSQL would say it.
@@ -35,7 +37,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: &str, message: String, hint: Option<&'static str>) -> Refusal {
+    pub(crate) fn new(code: &str, message: String, hint: Option<&'static str>) -> Refusal {
         Refusal { code: code.to_string(), message, hint }
     }
 
@@ -114,7 +116,13 @@ impl Lease {
         DbStats::add(&who.db.stats.server_assignment_count, 1);
         server.set_active(true);
         who.slot.set_state(ClientState::Active);
-        Lease { server: Some(server) }
+        Lease { server: Some(server), read_permit: None }
+    }
+
+    /// Keeps a read budget permit until the connection is given back or closed.
+    pub fn holding(mut self, permit: Option<crate::budget::ReadPermit>) -> Lease {
+        self.read_permit = permit;
+        self
     }
 
     /// Brings the server's session parameters in line with the client's. On failure the lease

@@ -3,8 +3,12 @@
 
 mod admin;
 mod batch;
+mod breaker;
+mod budget;
 mod cancel;
 mod client_params;
+mod controls;
+mod db_flags;
 mod clients;
 mod janitor;
 mod lease;
@@ -16,6 +20,7 @@ mod prepared;
 mod relay;
 mod replicas;
 mod routing;
+mod rules;
 mod session;
 mod stats;
 mod topology;

@@ -3,12 +3,12 @@
 //! stats period's averages.
 
 use crate::clients::ClientRegistry;
+use crate::db_flags::DbFlags;
 use crate::stats::{Averages, StatsPeriods};
 use crate::topology::Topology;
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 
 /// Everything sessions share.
@@ -22,12 +22,16 @@ pub struct Pooler {
     shutting_down: AtomicBool,
     /// Wakes the listener and idle sessions when shutdown starts.
     pub shutdown: Notify,
-    /// Database names under PAUSE (`*` for all); the atomic keeps the common case lock-free.
-    paused: Mutex<HashSet<String>>,
-    any_paused: AtomicBool,
+    /// Database names under PAUSE (`*` for all).
+    paused: DbFlags,
     resumed: Notify,
     pub started_at: std::time::SystemTime,
     pub(crate) stats_periods: StatsPeriods,
+    /// `DISABLE ROUTING`: here, not in the topology, so it survives RELOAD.
+    pub switch: DbFlags,
+    /// The current topology's rule set generation: a session whose rules are older fetches
+    /// the new ones (one atomic load per transaction instead of the topology's lock).
+    rules_generation: AtomicU64,
 }
 
 /// One admitted client; gives its place back when dropped.
@@ -42,6 +46,7 @@ impl Drop for ClientGuard {
 
 impl Pooler {
     pub fn new(topology: Topology, config_path: PathBuf) -> Arc<Pooler> {
+        let rules_generation = AtomicU64::new(topology.rules.generation);
         Arc::new(Pooler {
             topology: RwLock::new(Arc::new(topology)),
             clients: Arc::new(ClientRegistry::default()),
@@ -49,11 +54,12 @@ impl Pooler {
             config_path,
             shutting_down: AtomicBool::new(false),
             shutdown: Notify::new(),
-            paused: Mutex::new(HashSet::new()),
-            any_paused: AtomicBool::new(false),
+            paused: DbFlags::default(),
             resumed: Notify::new(),
             started_at: std::time::SystemTime::now(),
             stats_periods: StatsPeriods::default(),
+            switch: DbFlags::default(),
+            rules_generation,
         })
     }
 
@@ -69,10 +75,13 @@ impl Pooler {
         let config = lsnpool_config::load(&self.config_path).map_err(|e| e.to_string())?;
         let old = self.topology();
         let new = Topology::build_reusing(Arc::new(config), Some(&old)).map_err(|e| e.to_string())?;
+        let generation = new.rules.generation;
         match self.topology.write() {
             Ok(mut t) => *t = Arc::new(new),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
         }
+        // After the swap: a session that sees the new generation finds the new rules.
+        self.rules_generation.store(generation, Ordering::Release);
         tracing::info!(path = %self.config_path.display(), "configuration reloaded");
         Ok(())
     }
@@ -93,30 +102,16 @@ impl Pooler {
     }
 
     pub fn pause(&self, db: Option<&str>) {
-        if let Ok(mut p) = self.paused.lock() {
-            p.insert(db.unwrap_or("*").to_string());
-            self.any_paused.store(true, Ordering::Release);
-        }
+        self.paused.set(db);
     }
 
     pub fn resume(&self, db: Option<&str>) {
-        if let Ok(mut p) = self.paused.lock() {
-            match db {
-                Some(d) => {
-                    p.remove(d);
-                }
-                None => p.clear(),
-            }
-            self.any_paused.store(!p.is_empty(), Ordering::Release);
-        }
+        self.paused.clear(db);
         self.resumed.notify_waiters();
     }
 
     pub fn is_paused(&self, db: &str) -> bool {
-        if !self.any_paused.load(Ordering::Acquire) {
-            return false;
-        }
-        self.paused.lock().map(|p| p.contains("*") || p.contains(db)).unwrap_or(false)
+        self.paused.contains_any(&[db])
     }
 
     /// Waits while `db` is paused (new transactions queue, as in PgBouncer).
@@ -136,6 +131,10 @@ impl Pooler {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    pub fn rules_generation(&self) -> u64 {
+        self.rules_generation.load(Ordering::Acquire)
     }
 
     pub fn client_count(&self) -> usize {

@@ -5,6 +5,7 @@ use crate::relay::TextFlags;
 use bytes::Bytes;
 use lsnpool_router::Classification;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
 pub struct ClientStatement {
     /// Parse body (query, NUL, parameter types): what the server must prepare.
@@ -14,6 +15,8 @@ pub struct ClientStatement {
     pub class: Classification,
     /// Read from its text once at Parse, like `class`.
     pub flags: TextFlags,
+    /// The query rule it matches, cached per rule set (see `rules::SessionRules`).
+    pub rule: AtomicU64,
 }
 
 #[derive(Default)]
@@ -27,7 +30,7 @@ impl ClientStatements {
     }
 
     pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification, flags: TextFlags) -> &ClientStatement {
-        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, flags };
+        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, flags, rule: AtomicU64::new(0) };
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt);
         &self.by_name[&name]

@@ -5,11 +5,15 @@
 //! back to the primary for want of a fresh replica:
 //! 1. the **probe**: ask a replica that usually follows closely whether it has replayed the
 //!    needed LSN by now (its polled LSN is up to a poll interval old);
-//! 2. the **catch-up wait**: wait up to `lsn_wait_timeout` for the freshest replica's polls.
+//! 2. the **catch-up wait**: wait up to `lsn_wait_timeout` for the freshest replica's polls;
+//! 3. the operator's **controls** (controls.rs): a breaker that degrades reads, a read budget
+//!    that may wait or refuse. Query rules and the kill switch enter the `Request` itself.
 //!
 //! It also owns what the client has seen (`ClientLsns`) and learns from each transaction.
 
 use crate::batch::BatchInfo;
+use crate::controls::{routing_disabled, spare_primary, Hold, Spare, Spared};
+use crate::db_flags::DbFlags;
 use crate::lease::{record_wait, Lease};
 use crate::replicas::ClusterState;
 use crate::stats::DbStats;
@@ -47,8 +51,10 @@ pub struct Surroundings<'a> {
     pub routing: &'a RoutingConfig,
     pub pool_mode: PoolMode,
     pub pools: &'a ClusterPools,
-    /// Bounds the probe's round trip.
+    /// Bounds the probe's round trip and a read's wait for the primary read budget.
     pub query_timeout: Duration,
+    /// The kill switch (`DISABLE ROUTING`).
+    pub switch: &'a DbFlags,
 }
 
 pub struct ClientRouter {
@@ -61,11 +67,14 @@ pub struct ClientRouter {
     views: Vec<ReplicaView>,
     /// Spreads clients over equally loaded replicas.
     tiebreak: u32,
+    /// What the controls left for the session with the last choice (`take_hold`). Boxed:
+    /// idle clients pay one pointer.
+    hold: Option<Box<Hold>>,
 }
 
 impl ClientRouter {
     pub fn new(db: Arc<Database>, cluster: Arc<ClusterState>, tiebreak: u32) -> ClientRouter {
-        ClientRouter { consistency: db.consistency, lsns: ClientLsns::default(), db, cluster, views: Vec::new(), tiebreak }
+        ClientRouter { consistency: db.consistency, lsns: ClientLsns::default(), db, cluster, views: Vec::new(), tiebreak, hold: None }
     }
 
     pub fn cluster(&self) -> &Arc<ClusterState> {
@@ -84,8 +93,10 @@ impl ClientRouter {
             // can run them all.
             return (self.primary(PrimaryReason::Write), None);
         }
-        let consistency = match batch.hint {
-            Some(Hint::Consistency(c)) => c,
+        // An operator's rule outranks the client's level and hints.
+        let rule = batch.rule;
+        let consistency = match (rule.and_then(|r| r.level()), batch.hint) {
+            (Some(c), _) | (None, Some(Hint::Consistency(c))) => c,
             _ => self.consistency,
         };
         let request = Request {
@@ -95,9 +106,12 @@ impl ClientRouter {
             hint_primary: batch.hint == Some(Hint::Primary),
             lsns: self.lsns,
             global_commit: self.cluster.highest_commit_lsn(),
-            max_lag: env.routing.max_replica_lag,
+            // The most specific threshold wins: the rule's, the alias's or cluster's, the default.
+            max_lag: rule.and_then(|r| r.max_lag).or(self.db.max_lag).unwrap_or(env.routing.max_replica_lag),
             tiebreak: self.tiebreak,
             probe_below: env.routing.probe_max_lag,
+            routing_disabled: routing_disabled(env.routing, env.switch, &self.db),
+            critical: rule.is_some_and(|r| r.critical),
         };
         crate::replicas::views(&self.cluster, &mut self.views);
         let mut decision = decide(&request, &self.views);
@@ -114,6 +128,19 @@ impl ClientRouter {
                 decision = Decision::Replica(node);
             }
         }
+        if let Decision::Primary { .. } = decision {
+            let spare = Spare { controls: &self.db.controls, cluster: &self.cluster, routing: env.routing, wait: env.query_timeout };
+            match spare_primary(&spare, &request, decision, &mut self.views).await {
+                Spared::Primary(permit) => self.hold = permit.map(|p| Box::new(Hold::Permit(p))),
+                Spared::Replica { node, degraded } => {
+                    if degraded {
+                        crate::controls::count_degraded(&self.db);
+                    }
+                    decision = Decision::Replica(node);
+                }
+                Spared::Refused(r) => self.hold = Some(Box::new(Hold::Refuse(r))),
+            }
+        }
         match decision {
             Decision::Replica(node) => {
                 let replay_lsn = self.views.iter().find(|v| v.node == node).map_or(Lsn::ZERO, |v| v.replay_lsn);
@@ -128,6 +155,12 @@ impl ClientRouter {
                 (target, None)
             }
         }
+    }
+
+    /// What the controls left with the last choice: a budget permit for the lease to hold, or
+    /// a refusal to answer the batch with.
+    pub fn take_hold(&mut self) -> Option<Hold> {
+        self.hold.take().map(|h| *h)
     }
 
     /// Step 1: asks a replica that usually follows closely whether it has replayed `needed`.

@@ -3,6 +3,7 @@
 
 use crate::batch;
 use crate::clients::ClientSlot;
+use crate::controls::Hold;
 use crate::lease::{Borrower, Lease};
 use crate::pooler::Pooler;
 use crate::local;
@@ -11,6 +12,7 @@ use crate::prepared::ClientStatements;
 use crate::relay::{flush_now, peek_header, ClientIo, Outcome, Relay, RelayPlan, SessionState};
 use crate::replicas::ClusterState;
 use crate::routing::{ClientRouter, Probed, Surroundings, Target};
+use crate::rules::SessionRules;
 use crate::stats::DbStats;
 use crate::topology::{ClusterPools, Database};
 use bytes::{Buf, BytesMut};
@@ -37,6 +39,7 @@ pub struct Session {
     /// Boxed: inline, an absent server connection would still cost every client its size.
     held: Option<Box<(Lease, Target)>>,
     router: ClientRouter,
+    rules: SessionRules,
     /// A batch was refused with an error: drop the rest of it, up to its Sync.
     skip_until_sync: bool,
     /// Transaction mode: the client left something on its server connection that cannot
@@ -60,6 +63,7 @@ impl Session {
         let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32);
         DbStats::add(&login.db.stats.client_login_count, 1);
         Session {
+            rules: SessionRules::new(login.topology.rules.clone()),
             pooler,
             router,
             client: ClientIo { stream: stream.into(), rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
@@ -159,7 +163,7 @@ impl Session {
 
     /// Runs one transaction; `Err` ends the session.
     async fn transaction(&mut self) -> Result<(), &'static str> {
-        let info = batch::analyze(&self.client.rbuf, self.client.max_message_size, &self.statements);
+        let mut info = batch::analyze(&self.client.rbuf, self.client.max_message_size, &self.statements);
         if let Some(cmd) = info.pooler {
             if let Ok(Some(h)) = peek_header(&self.client.rbuf, self.client.max_message_size) {
                 self.client.rbuf.advance(h.frame_len);
@@ -203,6 +207,10 @@ impl Session {
                 return Ok(());
             }
         }
+        if self.held.is_none() {
+            let (buf, max) = (&self.client.rbuf, self.client.max_message_size);
+            info.rule = self.rules.for_batch(&self.pooler, &self.login.db, &self.login.user.name, buf, max, &self.statements);
+        }
         let mut forced = None;
         loop {
             let cluster = self.router.cluster().clone();
@@ -217,15 +225,17 @@ impl Session {
                             pool_mode: topology.pool_mode(),
                             pools: &self.pools,
                             query_timeout: topology.config.pooler.query_wait_timeout,
+                            switch: &self.pooler.switch,
                         };
                         self.router.choose(&info, forced, &env).await
                     };
+                    let hold = self.router.take_hold();
                     // Counted from the decision on, so concurrent decisions spread the load.
                     _outstanding = match target.route {
                         Route::Replica(node) => cluster.begin_read(node),
                         Route::Primary => Some(cluster.begin_primary()),
                     };
-                    match self.lease(target.route, probed).await {
+                    match self.lease(target.route, probed, hold).await {
                         Some(s) => (s, target),
                         None => return Ok(()),
                     }
@@ -390,13 +400,20 @@ impl Session {
     }
 
     /// A server connection on `route` (or the one a probe found fresh), its session
-    /// parameters brought in line with the client's. On failure the client's batch is
-    /// answered with an error and `None` returned.
-    async fn lease(&mut self, route: Route, probed: Option<Probed>) -> Option<Lease> {
+    /// parameters brought in line with the client's, holding the read budget permit the
+    /// routing took. On failure (or a refusal from the routing) the client's batch is answered
+    /// with an error and `None` returned.
+    async fn lease(&mut self, route: Route, probed: Option<Probed>, hold: Option<Hold>) -> Option<Lease> {
         let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
-        let lent = match probed {
-            Some(server) => Ok(Lease::lent(server, &who)),
-            None => {
+        let (permit, refused) = match hold {
+            Some(Hold::Permit(p)) => (Some(p), None),
+            Some(Hold::Refuse(r)) => (None, Some(r)),
+            None => (None, None),
+        };
+        let lent = match (probed, refused) {
+            (_, Some(refusal)) => Err(refusal),
+            (Some(server), None) => Ok(Lease::lent(server, &who)),
+            (None, None) => {
                 let pool = match route {
                     Route::Replica(node) => self.pools.replicas.get(usize::from(node.0)).unwrap_or(&self.pools.primary),
                     Route::Primary => &self.pools.primary,
@@ -404,6 +421,7 @@ impl Session {
                 Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who).await
             }
         };
+        let lent = lent.map(|lease| lease.holding(permit));
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
         let ready = match lent {
             Ok(lease) => lease.sync_params(&self.login.params, timeout).await,

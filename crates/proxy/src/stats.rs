@@ -73,6 +73,8 @@ pub struct DbStats {
     /// Replicas asked directly for their replay LSN: fresh enough, or not.
     pub probe_hits: AtomicU64,
     pub probe_misses: AtomicU64,
+    /// Reads a staler replica served because the primary was spared (breaker, read budget).
+    pub degraded_reads: AtomicU64,
 }
 
 impl DbStats {
@@ -99,6 +101,7 @@ impl DbStats {
             catchup_wait_us: AtomicU64::new(0),
             probe_hits: AtomicU64::new(0),
             probe_misses: AtomicU64::new(0),
+            degraded_reads: AtomicU64::new(0),
         }
     }
 

@@ -4,11 +4,14 @@
 use lsnpool_auth::{Secret, ScramVerifier};
 use lsnpool_config::{Config, PoolMode};
 use lsnpool_pool::{NodePool, PoolSettings, ServerManager, ServerTarget};
+use crate::controls::ClusterControls;
 use crate::replicas::{self, ClusterState, MonitorHandle};
+use crate::rules::LiveRules;
 use crate::stats::DbStats;
 use lsnpool_router::{Consistency, RoutingMode};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A database name a client can connect to: a cluster under its own name or an alias.
 pub struct Database {
@@ -18,6 +21,10 @@ pub struct Database {
     pub consistency: Consistency,
     pub mode: RoutingMode,
     pub stats: Arc<DbStats>,
+    /// The alias's or cluster's own `max_replica_lag`, if it has one.
+    pub max_lag: Option<Duration>,
+    /// The cluster's read budget and breaker, shared by all its database names.
+    pub controls: Arc<ClusterControls>,
 }
 
 /// A cluster's live replica state and the monitor that keeps it.
@@ -52,6 +59,8 @@ pub enum TopologyError {
     Secret { index: usize, problem: String },
     #[error("cannot build pool for {label}: {problem}")]
     Pool { label: String, problem: String },
+    #[error("config key `rules[{index}].match`: {0}", index = .0.index)]
+    Rules(lsnpool_router::RuleError),
 }
 
 pub struct Topology {
@@ -61,6 +70,9 @@ pub struct Topology {
     /// (cluster, user) → pools.
     pools: HashMap<(Arc<str>, String), Arc<ClusterPools>>,
     clusters: HashMap<Arc<str>, ClusterRuntime>,
+    /// The query rules; sessions pick up a new set at their next transaction.
+    pub rules: Arc<LiveRules>,
+    controls: HashMap<Arc<str>, Arc<ClusterControls>>,
 }
 
 impl Topology {
@@ -71,19 +83,28 @@ impl Topology {
     /// Builds from `config`, keeping from `old` the pools, monitors and statistics whose
     /// settings are unchanged (RELOAD must not drop clients or counters).
     pub fn build_reusing(config: Arc<Config>, old: Option<&Topology>) -> Result<Topology, TopologyError> {
+        let rules = LiveRules::build(config.rule_specs(), old.map(|o| &*o.rules)).map_err(TopologyError::Rules)?;
         let mut databases = HashMap::new();
+        let mut controls = HashMap::new();
         for (name, cl) in &config.clusters {
             let cluster: Arc<str> = Arc::from(name.as_str());
             let own = cl.consistency.unwrap_or(config.routing.consistency);
-            let db = |name: &str, consistency: Consistency, mode: RoutingMode| {
+            // Shared with the sessions of the old topology: one budget, one breaker.
+            let cluster_controls = old
+                .and_then(|o| o.controls.get(&cluster).cloned())
+                .unwrap_or_else(|| Arc::new(ClusterControls::new(name)));
+            controls.insert(cluster.clone(), cluster_controls.clone());
+            let db = |name: &str, consistency: Consistency, mode: RoutingMode, max_lag: Option<Duration>| {
                 let stats = old.and_then(|o| o.databases.get(name)).map(|d| d.stats.clone()).unwrap_or_else(|| Arc::new(DbStats::new(name)));
-                Arc::new(Database { name: name.to_string(), cluster: cluster.clone(), consistency, mode, stats })
+                let controls = cluster_controls.clone();
+                Arc::new(Database { name: name.to_string(), cluster: cluster.clone(), consistency, mode, stats, max_lag, controls })
             };
-            databases.insert(name.clone(), db(name, own, RoutingMode::Automatic));
-            for (alias, consistency) in &cl.aliases {
+            databases.insert(name.clone(), db(name, own, RoutingMode::Automatic, cl.max_replica_lag));
+            for (alias, a) in &cl.aliases {
                 // An alias is primary-only (`strong`) or replica-only (any other level): an
                 // application points its reporting at `app_read` and its writes fail loudly.
-                databases.insert(alias.clone(), db(alias, *consistency, RoutingMode::ReplicaOnly));
+                let max_lag = a.max_replica_lag().or(cl.max_replica_lag);
+                databases.insert(alias.clone(), db(alias, a.consistency(), RoutingMode::ReplicaOnly, max_lag));
             }
         }
 
@@ -174,7 +195,17 @@ impl Topology {
             };
             clusters.insert(Arc::from(name.as_str()), runtime);
         }
-        Ok(Topology { config, databases, users, pools, clusters })
+        // Last, once nothing can fail: a RELOAD that fails leaves the budgets as they were.
+        for (name, cl) in &config.clusters {
+            if let Some(c) = controls.get(name.as_str()) {
+                c.budget.resize(cl.primary_read_pool_size.unwrap_or(0));
+            }
+        }
+        Ok(Topology { config, databases, users, pools, clusters, rules: Arc::new(rules), controls })
+    }
+
+    pub fn cluster_controls(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<ClusterControls>)> {
+        self.controls.iter()
     }
 
     pub fn cluster_state(&self, cluster: &str) -> Option<Arc<ClusterState>> {

@@ -34,16 +34,19 @@ pub enum PrimaryReason {
     NoReplicaUp,
     /// The statement failed on a replica with 25006 and was retried here.
     Retry25006,
+    /// Routing is switched off for the database (`DISABLE ROUTING`, `routing.enabled`).
+    Disabled,
 }
 
 impl PrimaryReason {
-    pub const ALL: [PrimaryReason; 6] = [
+    pub const ALL: [PrimaryReason; 7] = [
         PrimaryReason::Write,
         PrimaryReason::Strong,
         PrimaryReason::Hint,
         PrimaryReason::LagFallback,
         PrimaryReason::NoReplicaUp,
         PrimaryReason::Retry25006,
+        PrimaryReason::Disabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl PrimaryReason {
             PrimaryReason::LagFallback => "lag_fallback",
             PrimaryReason::NoReplicaUp => "no_replica_up",
             PrimaryReason::Retry25006 => "retry_25006",
+            PrimaryReason::Disabled => "disabled",
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct Request {
     /// A merely-behind replica that typically lags less than this is worth asking directly
     /// whether it has caught up (zero: never ask).
     pub probe_below: Duration,
+    /// The operator's kill switch: every statement to the primary.
+    pub routing_disabled: bool,
+    /// A rule marked this path critical: never degraded to a staler replica.
+    pub critical: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +126,9 @@ pub fn required_lsn(req: &Request) -> Lsn {
 /// Chooses where the transaction runs. Never allocates; O(replicas).
 pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
     let primary = |reason| Decision::Primary { reason, catch_up: None, needed: Lsn::ZERO, probe: None };
+    if req.routing_disabled {
+        return primary(PrimaryReason::Disabled);
+    }
     if req.hint_primary {
         return primary(PrimaryReason::Hint);
     }
@@ -169,22 +180,31 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
     }
 }
 
+/// A read under automatic routing at the default level, nothing seen yet: the base of the
+/// unit tests' requests.
+#[cfg(test)]
+pub(crate) fn test_request() -> Request {
+    Request {
+        mode: RoutingMode::Automatic,
+        consistency: Consistency::ReadYourWrites,
+        writes: false,
+        hint_primary: false,
+        lsns: ClientLsns::default(),
+        global_commit: Lsn::ZERO,
+        max_lag: Duration::from_secs(10),
+        tiebreak: 0,
+        probe_below: Duration::ZERO,
+        routing_disabled: false,
+        critical: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn req() -> Request {
-        Request {
-            mode: RoutingMode::Automatic,
-            consistency: Consistency::ReadYourWrites,
-            writes: false,
-            hint_primary: false,
-            lsns: ClientLsns::default(),
-            global_commit: Lsn::ZERO,
-            max_lag: Duration::from_secs(10),
-            tiebreak: 0,
-            probe_below: Duration::ZERO,
-        }
+        test_request()
     }
 
     fn committed(lsn: u64) -> ClientLsns {
@@ -282,6 +302,14 @@ mod tests {
         assert_eq!(reason(decide(&global, &rs)), Some(PrimaryReason::LagFallback));
         assert_eq!(decide(&Request { consistency: Consistency::Bounded, ..behind }, &rs), Decision::Replica(NodeId(0)));
         assert_eq!(decide(&Request { consistency: Consistency::Eventual, ..behind }, &rs), Decision::Replica(NodeId(0)));
+    }
+
+    #[test]
+    fn the_kill_switch_sends_everything_to_the_primary() {
+        let off = Request { routing_disabled: true, ..req() };
+        assert_eq!(reason(decide(&off, &[replica(0, 1, 0)])), Some(PrimaryReason::Disabled));
+        let alias = Request { mode: RoutingMode::ReplicaOnly, consistency: Consistency::Eventual, ..off };
+        assert_eq!(reason(decide(&alias, &[replica(0, 1, 0)])), Some(PrimaryReason::Disabled));
     }
 
     #[test]

@@ -3,16 +3,22 @@
 //! Everything here is pure (no sockets, no clocks read implicitly) so the decision can be unit
 //! tested and benchmarked on its own.
 
+mod breaker;
 mod classify;
 mod client_lsns;
 mod consistency;
+mod controls;
 mod decide;
 mod lsn;
 mod route;
+mod rules;
 
+pub use breaker::{Breaker, BreakerLimits, PrimaryLoad, Transition};
 pub use client_lsns::ClientLsns;
 pub use consistency::Consistency;
+pub use controls::{degraded, is_primary_read};
 pub use decide::{decide, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;
 pub use route::{NodeId, Route};
+pub use rules::{check_pattern, RuleAction, RuleError, RuleId, RuleScope, RuleSet, RuleSpec, MATCHED_PREFIX};
 pub use classify::{classify, classify_bytes, deallocations, Classification, Deallocate, Hint, PoolerCommand, StatementClass};

@@ -7,6 +7,7 @@
 //! byte (startup, TLS refusal, authentication), which the shared login path has already done,
 //! and the console needs nothing beyond RowDescription/DataRow/CommandComplete.
 
+mod controls;
 mod show;
 mod table;
 
@@ -32,7 +33,7 @@ pub enum AdminAccess {
 const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
 
 /// The commands besides SHOW, as SHOW HELP lists them after the SHOW commands.
-const CONTROL_USAGE: &str = "RELOAD\nPAUSE [db]\nRESUME [db]\nKILL db\nSHUTDOWN";
+const CONTROL_USAGE: &str = "RELOAD\nPAUSE [db]\nRESUME [db]\nDISABLE ROUTING [db]\nENABLE ROUTING [db]\nKILL db\nSHUTDOWN";
 
 pub async fn serve(pooler: Arc<Pooler>, mut stream: TcpStream, mut buf: BytesMut, access: AdminAccess) {
     let mut out = BytesMut::new();
@@ -129,6 +130,9 @@ async fn execute(pooler: &Arc<Pooler>, access: AdminAccess, sql: &str, out: &mut
         ("PAUSE", _) if words.len() <= 2 => pause(pooler, arg, out).await,
         ("RESUME", _) if words.len() <= 2 => resume(pooler, arg, out),
         ("KILL", Some(_)) if words.len() == 2 => kill(pooler, words[1], out),
+        ("DISABLE" | "ENABLE", Some("ROUTING")) if words.len() <= 3 => {
+            controls::switch_routing(pooler, first == "ENABLE", words.get(2).copied(), out)
+        }
         ("SHUTDOWN", None) => {
             shutdown(pooler, out);
             return true;

@@ -30,6 +30,8 @@ const SHOW: &[(&str, Show)] = &[
     ("STATS_AVERAGES", stats_averages),
     ("REPLICAS", replicas),
     ("ROUTING", routing),
+    ("RULES", super::controls::rules),
+    ("BREAKERS", super::controls::breakers),
 ];
 
 /// The writer of `SHOW what` (`what` in upper case), if there is such a command.
@@ -55,7 +57,7 @@ fn config(pooler: &Pooler, out: &mut BytesMut) {
     let d = lsnpool_config::PoolerConfig::default();
     let dr = lsnpool_config::RoutingConfig::default();
     let dur = |v: Duration, def: Duration| (format!("{v:?}"), format!("{def:?}"));
-    let settings: [(&str, (String, String), &str); 21] = [
+    let settings: [(&str, (String, String), &str); 27] = [
         ("listen", (p.listen.clone(), d.listen.clone()), "no"),
         ("pool_mode", (p.pool_mode.as_str().to_string(), "transaction".into()), "yes"),
         ("auth_type", (p.auth_type.as_str().to_string(), "scram-sha-256".into()), "yes"),
@@ -77,6 +79,12 @@ fn config(pooler: &Pooler, out: &mut BytesMut) {
         ("routing.max_replica_lag", dur(r.max_replica_lag, dr.max_replica_lag), "yes"),
         ("routing.lsn_wait_timeout", dur(r.lsn_wait_timeout, dr.lsn_wait_timeout), "yes"),
         ("routing.capture_commit_lsn", (r.capture_commit_lsn.to_string(), dr.capture_commit_lsn.to_string()), "yes"),
+        ("routing.enabled", (r.enabled.to_string(), dr.enabled.to_string()), "yes"),
+        ("routing.degrade", (r.degrade.to_string(), dr.degrade.to_string()), "yes"),
+        ("routing.breaker_window", dur(r.breaker_window, dr.breaker_window), "yes"),
+        ("routing.breaker_max_lag", dur(r.breaker_max_lag, dr.breaker_max_lag), "yes"),
+        ("routing.breaker_max_waiting", (r.breaker_max_waiting.to_string(), dr.breaker_max_waiting.to_string()), "yes"),
+        ("routing.breaker_max_wait", dur(r.breaker_max_wait, dr.breaker_max_wait), "yes"),
     ];
     result_set!(out, settings, |(key, (value, default), changeable)| {
         "key" => key,
@@ -111,6 +119,7 @@ fn databases(pooler: &Pooler, out: &mut BytesMut) {
         "consistency" => db.consistency,
         "routing" => routing_name(db),
         "replicas" => cl.replicas.len(),
+        "routing_disabled" => u8::from(crate::controls::routing_disabled(&c.routing, &pooler.switch, db)),
     });
 }
 
@@ -283,6 +292,8 @@ fn routing(pooler: &Pooler, out: &mut BytesMut) {
         "avg_catchup_wait_us" => get(&s.catchup_wait_us) / waits.max(1),
         "replica_probe_hits" => get(&s.probe_hits),
         "replica_probe_misses" => get(&s.probe_misses),
+        "primary_disabled" => get(s.primary(PrimaryReason::Disabled)),
+        "degraded_reads" => get(&s.degraded_reads),
     });
 }
 
