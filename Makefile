@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PGENV := testenv/pgenv.sh
 export R2_APPLY_DELAY
 
-.PHONY: help run test drivers demo build bench env-up env-down env-status clean
+.PHONY: help run test drivers demo demo-critical build bench env-up env-down env-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -40,6 +40,9 @@ drivers: ## Install the driver battery's clients (python venv, npm, pgjdbc) into
 
 demo: ## With `make run` going in another terminal: read-your-writes, replica share, SHOW ROUTING
 	testenv/demo.sh
+
+demo-critical: ## Operator controls on an lsnpool of its own: a query rule, the breaker tripping and closing, the kill switch
+	testenv/demo_critical.sh
 
 build: ## Debug build of everything
 	cargo build --workspace --all-targets
