@@ -113,6 +113,12 @@ impl Stream {
         }
     }
 
+    /// Whether the connection was reset by the peer (`ECONNRESET`/`EPIPE` pending on the
+    /// socket). Takes the pending error, as `SO_ERROR` does.
+    pub fn take_reset(&self) -> bool {
+        matches!(self.tcp().take_error(), Ok(Some(e)) if is_reset(&e))
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().local_addr()
     }
@@ -124,10 +130,19 @@ impl Stream {
     /// True when the peer has sent nothing and not closed: a connection idle in a pool must
     /// stay silent. Under TLS a byte consumed here is lost, which is fine: a connection that
     /// fails this check is discarded.
+    ///
+    /// Free in the common case: tokio's `try_read` first looks at the readiness the event loop
+    /// recorded and returns `WouldBlock` without a syscall while the socket is not known to be
+    /// readable; only a socket that turned readable (a FATAL, an EOF) costs the read.
     pub fn is_silent(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(self.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
+}
+
+/// An error that says the peer's TCP reset the connection.
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
 }
 
 /// The slow paths (logins, the pooler's own short exchanges) use tokio's async read/write.

@@ -73,6 +73,9 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// Bytes for the server, lent to whoever relays on this connection.
     pub wbuf: BytesMut,
+    /// The relay's copy of a transaction's first client bytes (replayed elsewhere if this
+    /// server turns out dead before reading them); kept here so no transaction allocates it.
+    pub replay: BytesMut,
     pub key: ServerKey,
     pub label: Arc<str>,
     /// Client parameters currently applied on this session (see `params`).
@@ -106,6 +109,7 @@ impl ServerConn {
             stream: stream.into(),
             buf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::new(),
+            replay: BytesMut::new(),
             key: ServerKey { addr: peer, pid: 0, secret: 0 },
             label: login.label.clone(),
             params: ParamSync::default(),

@@ -32,11 +32,14 @@ pub struct Refusal {
     pub code: String,
     pub message: String,
     pub hint: Option<&'static str>,
+    /// The server connection failed before any of the client's bytes were sent to it: the
+    /// caller may take another.
+    pub server_died: bool,
 }
 
 impl Refusal {
     fn new(code: &str, message: String, hint: Option<&'static str>) -> Refusal {
-        Refusal { code: code.to_string(), message, hint }
+        Refusal { code: code.to_string(), message, hint, server_died: false }
     }
 
     pub fn cancelled() -> Refusal {
@@ -139,7 +142,11 @@ impl Lease {
                     Err(Refusal::new(&code, msg, Some("fix the parameters in the connection string or options")))
                 }
             },
-            Err(e) => Err(Refusal::new(e.sqlstate(), format!("server failed while applying session parameters: {e}"), None)),
+            Err(e) => {
+                let mut r = Refusal::new(e.sqlstate(), format!("server failed while applying session parameters: {e}"), None);
+                r.server_died = true;
+                Err(r)
+            }
         }
     }
 

@@ -27,6 +27,10 @@ use tokio::net::TcpStream;
 
 const READ_CHUNK: usize = 8 * 1024;
 
+/// How many dead server connections one transaction may meet before its client is told: each
+/// replay is safe, but a node that kills every connection must not be retried forever.
+const MAX_REPLAYS: u32 = 3;
+
 pub struct Session {
     pooler: Arc<Pooler>,
     client: ClientIo,
@@ -199,6 +203,7 @@ impl Session {
             }
         }
         let mut forced = None;
+        let mut replays = 0;
         loop {
             let cluster = self.router.cluster().clone();
             let mut _outstanding = None;
@@ -227,7 +232,9 @@ impl Session {
                 }
             };
             let config = &self.login.topology.config;
+            let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
             let plan = RelayPlan {
+                replayable: !session_mode && replays < MAX_REPLAYS,
                 capture_lsn: target.route == Route::Primary && config.routing.capture_commit_lsn,
                 capture_reads: target.capture_reads && config.routing.capture_commit_lsn,
                 retry_guard: matches!(target.route, Route::Replica(_))
@@ -254,7 +261,6 @@ impl Session {
                 self.router.learn_read(lsn);
             }
             let timeout = self.login.topology.config.pooler.query_wait_timeout;
-            let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
             match outcome {
                 Outcome::Done => {
                     if plan.capture_lsn && may_write {
@@ -288,6 +294,14 @@ impl Session {
                     self.client.rbuf = rbuf;
                     forced = Some(PrimaryReason::Retry25006);
                     tracing::debug!(client = %self.peer, "replica refused a write (25006); retrying on the primary");
+                }
+                Outcome::ReplayElsewhere(saved) => {
+                    // The server never read these bytes: run them on another connection.
+                    server.discard();
+                    replays += 1;
+                    let mut rbuf = saved;
+                    rbuf.extend_from_slice(&self.client.rbuf);
+                    self.client.rbuf = rbuf;
                 }
                 Outcome::ClientGone { server_idle, status } => {
                     // A session changed by a client that is gone is nobody's: close it.
@@ -360,7 +374,26 @@ impl Session {
     /// A server connection on `route` (or the one a probe found fresh), its session
     /// parameters brought in line with the client's. On failure the client's batch is
     /// answered with an error and `None` returned.
-    async fn lease(&mut self, route: Route, probed: Option<Probed>) -> Option<Lease> {
+    async fn lease(&mut self, route: Route, mut probed: Option<Probed>) -> Option<Lease> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_lease(route, probed.take()).await {
+                Ok(lease) => return Some(lease),
+                // Nothing of the client's reached that server: another connection is safe.
+                Err(r) if r.server_died && attempts <= MAX_REPLAYS => {
+                    tracing::debug!(client = %self.peer, message = %r.message, "server connection died before use; taking another");
+                }
+                Err(r) => {
+                    tracing::debug!(client = %self.peer, code = %r.code, message = %r.message, "batch refused");
+                    self.refuse_batch(&r.code, &r.message, r.hint);
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn try_lease(&mut self, route: Route, probed: Option<Probed>) -> Result<Lease, crate::lease::Refusal> {
         let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
         let lent = match probed {
             Some(server) => Ok(Lease::lent(server, &who)),
@@ -373,17 +406,9 @@ impl Session {
             }
         };
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
-        let ready = match lent {
+        match lent {
             Ok(lease) => lease.sync_params(&self.login.params, timeout).await,
             Err(refusal) => Err(refusal),
-        };
-        match ready {
-            Ok(lease) => Some(lease),
-            Err(r) => {
-                tracing::debug!(client = %self.peer, code = %r.code, message = %r.message, "batch refused");
-                self.refuse_batch(&r.code, &r.message, r.hint);
-                None
-            }
         }
     }
 

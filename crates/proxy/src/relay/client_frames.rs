@@ -33,6 +33,7 @@ impl Relay<'_, '_, '_> {
         if let Some(g) = &mut self.guard {
             g.save(&rbuf[..consumed]);
         }
+        self.keep_for_replay(&rbuf[..consumed]);
         self.client.rbuf = rbuf;
         self.client.rbuf.advance(consumed);
         Ok(ClientStep::Continue)
@@ -125,6 +126,8 @@ impl Relay<'_, '_, '_> {
         let class = known.unwrap_or_else(|| classify_sql(sql));
         if drops_all_statements(&class, sql) {
             self.state.statements.clear();
+            // Not undoable: a replay would find the client's statements gone.
+            self.stop_replay();
             // A capture behind it in this flight must not Bind a dropped statement.
             self.server.statements.capture_in_doubt();
         }
