@@ -261,3 +261,34 @@ async fn client_eof_mid_copy() {
     next_client_sees_clean_server(&p, &t).await;
     drop_table(&t).await;
 }
+
+/// A client killed while its statement runs, inside a transaction holding a row lock: lsnpool
+/// cancels the statement, so the lock is free within seconds, not when `pg_sleep(30)` ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_clients_statement_is_cancelled_and_its_lock_freed() {
+    let p = PoolerOpts::primary_only().pool_size(2).start();
+    let t = unique("lt_lock");
+    create_table(&t, "id int primary key, v int").await;
+    primary().await.batch_execute(&format!("INSERT INTO {t} VALUES (1, 0)")).await.unwrap();
+    let marker = unique("lt_cancel");
+    let a = p.app().await;
+    a.batch_execute(&format!("BEGIN; SELECT v FROM {t} WHERE id = 1 FOR UPDATE")).await.unwrap();
+    let abort = a.task.abort_handle();
+    let a = std::sync::Arc::new(a);
+    let a2 = a.clone();
+    let sql = format!("SELECT pg_sleep(30) /* {marker} */");
+    let running = tokio::spawn(async move { a2.batch_execute(&sql).await });
+    wait_for_backend(&format!("query LIKE '%{marker}%' AND state = 'active' AND pid <> pg_backend_pid()")).await;
+    abort.abort(); // the client's socket closes mid-statement: no Terminate, no CancelRequest
+    let _ = within(10.0, "the killed client's request to end", running).await;
+    drop(a);
+    let b = p.app().await;
+    let started = std::time::Instant::now();
+    let updated = within(8.0, "another client to take the row lock", b.execute(&format!("UPDATE {t} SET v = 1 WHERE id = 1"), &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_message(&e)));
+    assert_eq!(updated, 1);
+    eprintln!("the lock was free after {:?}", started.elapsed());
+    terminate_marked(&marker).await;
+    drop_table(&t).await;
+}

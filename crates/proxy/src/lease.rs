@@ -190,6 +190,9 @@ impl Lease {
     /// outstanding.
     pub async fn end(mut self, server_idle: bool, status: TxStatus, session_mode: bool, timeout: Duration) {
         if !server_idle {
+            // A statement may still be running for nobody, holding its locks until it ends:
+            // cancel it, then close the connection (the backend rolls back when it reads EOF).
+            crate::cancel::cancel_backend(self.key, timeout).await;
             return;
         }
         let reset = match (status, session_mode) {
