@@ -73,6 +73,9 @@ pub struct PoolerConfig {
     pub server_lifetime: Duration,
     #[serde(with = "humantime_serde")]
     pub server_idle_timeout: Duration,
+    /// A failed login is answered after this long, one at a time per client address.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
     /// Largest frontend message accepted, in bytes; a bigger one is a protocol violation.
     pub max_message_size: usize,
     /// Server-side prepared statements kept per server connection before the oldest is closed.
@@ -99,6 +102,7 @@ impl Default for PoolerConfig {
             server_connect_timeout: Duration::from_secs(5),
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),
+            auth_failure_delay: Duration::from_secs(1),
             max_message_size: 64 * 1024 * 1024,
             max_prepared_statements: 1000,
             admin_users: vec!["postgres".into()],

@@ -74,14 +74,27 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
         return refuse(stream, sqlstate::FEATURE_NOT_SUPPORTED, "lsnpool does not pool replication connections", Some("connect to the server directly for replication")).await;
     }
     let topology = pooler.topology();
-    let Some(user) = topology.users.get(user_name).cloned() else {
+    let user = topology.users.get(user_name).cloned();
+    let trust = topology.config.pooler.auth_type == lsnpool_config::AuthType::Trust;
+    if user.is_none() && trust {
+        // No password is asked under trust, so there is no exchange to hide the answer in.
         let msg = format!("user \"{user_name}\" is not configured in lsnpool");
         return refuse(stream, sqlstate::INVALID_AUTHORIZATION, &msg, Some("add a [[users]] entry for it to pooler.toml")).await;
-    };
-    if !authenticate(stream, buf, &mut out, &user, &topology).await? {
-        let msg = format!("password authentication failed for user \"{user_name}\"");
-        return refuse(stream, sqlstate::INVALID_PASSWORD, &msg, None).await;
     }
+    // An unknown user goes through the same exchange as a known one and fails the same way:
+    // which users exist is not given away.
+    let user = match user {
+        Some(user) if authenticate(stream, buf, &mut out, Some(&user), user_name, &topology, pooler).await? => user,
+        known => {
+            if known.is_none() {
+                authenticate(stream, buf, &mut out, None, user_name, &topology, pooler).await?;
+                tracing::info!(client = %peer, user = user_name, "login as a user that is not configured");
+            }
+            pooler.auth_guard.delay_failure(peer.ip(), topology.config.pooler.auth_failure_delay).await;
+            let msg = format!("password authentication failed for user \"{user_name}\"");
+            return refuse(stream, sqlstate::INVALID_PASSWORD, &msg, None).await;
+        }
+    };
 
     if ADMIN_DATABASES.contains(&db_name) {
         let p = &topology.config.pooler;
@@ -157,61 +170,78 @@ fn negotiate_version(startup: &Startup, out: &mut BytesMut) {
     }
 }
 
+/// Runs the exchange `user`'s secret calls for; `None` (a user that does not exist) runs the
+/// same exchange against a decoy and fails it.
 async fn authenticate(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
-    user: &User,
+    user: Option<&User>,
+    name: &str,
     topology: &Topology,
+    pooler: &Pooler,
 ) -> Result<bool, LoginError> {
-    let ok = match (&user.client_secret, topology.config.pooler.auth_type) {
-        (_, lsnpool_config::AuthType::Trust) | (None, _) => true,
-        (Some(ClientSecret::Md5(secret)), _) => {
-            let salt = md5_salt();
-            backend::auth_md5(out, salt);
-            stream.write_all(out).await?;
-            out.clear();
-            let frame = read_auth_message(stream, buf).await?;
+    let auth_type = topology.config.pooler.auth_type;
+    let ok = match user.map(|u| &u.client_secret) {
+        Some(None) => true,
+        Some(Some(_)) if auth_type == lsnpool_config::AuthType::Trust => true,
+        Some(Some(ClientSecret::Md5(secret))) => {
+            let (salt, frame) = md5_exchange(stream, buf, out).await?;
             let mut pos = HEADER_LEN;
             let response = read_cstr(&frame, &mut pos).unwrap_or_default();
-            verify_md5_response(secret, &user.name, salt, response)
+            verify_md5_response(secret, name, salt, response)
         }
-        (Some(ClientSecret::Scram(verifier)), _) => {
-            backend::auth_sasl(out, &["SCRAM-SHA-256"]);
-            stream.write_all(out).await?;
-            out.clear();
-            let mut server = ScramServer::new(verifier);
-            let frame = read_auth_message(stream, buf).await?;
-            let mut pos = HEADER_LEN;
-            let mechanism = read_cstr(&frame, &mut pos).unwrap_or_default();
-            let len = read_i32(&frame, &mut pos).unwrap_or(-1);
-            let data = frame.get(pos..).unwrap_or_default();
-            if mechanism != b"SCRAM-SHA-256" || len < 0 || len as usize != data.len() {
-                false
-            } else {
-                match server.client_first(data) {
-                    Err(_) => false,
-                    Ok(first) => {
-                        backend::auth_sasl_continue(out, &first);
-                        stream.write_all(out).await?;
-                        out.clear();
-                        let frame = read_auth_message(stream, buf).await?;
-                        match server.client_final(&frame[HEADER_LEN..]) {
-                            Ok(fin) => {
-                                backend::auth_sasl_final(out, &fin);
-                                true
-                            }
-                            Err(_) => false,
-                        }
-                    }
-                }
-            }
+        Some(Some(ClientSecret::Scram(verifier))) => scram_exchange(stream, buf, out, verifier).await?,
+        None if auth_type == lsnpool_config::AuthType::Md5 => {
+            md5_exchange(stream, buf, out).await?;
+            false
+        }
+        None => {
+            scram_exchange(stream, buf, out, &pooler.auth_guard.decoy_scram(name)).await?;
+            false
         }
     };
     if ok {
         backend::auth_ok(out);
     }
     Ok(ok)
+}
+
+/// Asks for an md5 password; returns the salt and the client's PasswordMessage.
+async fn md5_exchange(stream: &mut TcpStream, buf: &mut BytesMut, out: &mut BytesMut) -> Result<([u8; 4], BytesMut), LoginError> {
+    let salt = md5_salt();
+    backend::auth_md5(out, salt);
+    stream.write_all(out).await?;
+    out.clear();
+    Ok((salt, read_auth_message(stream, buf).await?))
+}
+
+/// A SCRAM-SHA-256 exchange against `verifier`; leaves SASLFinal in `out` when it succeeds.
+async fn scram_exchange(stream: &mut TcpStream, buf: &mut BytesMut, out: &mut BytesMut, verifier: &lsnpool_auth::ScramVerifier) -> Result<bool, LoginError> {
+    backend::auth_sasl(out, &["SCRAM-SHA-256"]);
+    stream.write_all(out).await?;
+    out.clear();
+    let mut server = ScramServer::new(verifier);
+    let frame = read_auth_message(stream, buf).await?;
+    let mut pos = HEADER_LEN;
+    let mechanism = read_cstr(&frame, &mut pos).unwrap_or_default();
+    let len = read_i32(&frame, &mut pos).unwrap_or(-1);
+    let data = frame.get(pos..).unwrap_or_default();
+    if mechanism != b"SCRAM-SHA-256" || len < 0 || len as usize != data.len() {
+        return Ok(false);
+    }
+    let Ok(first) = server.client_first(data) else { return Ok(false) };
+    backend::auth_sasl_continue(out, &first);
+    stream.write_all(out).await?;
+    out.clear();
+    let frame = read_auth_message(stream, buf).await?;
+    match server.client_final(&frame[HEADER_LEN..]) {
+        Ok(fin) => {
+            backend::auth_sasl_final(out, &fin);
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
 }
 
 /// Reads one 'p' message during authentication.

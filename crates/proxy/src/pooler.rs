@@ -28,6 +28,8 @@ pub struct Pooler {
     resumed: Notify,
     pub started_at: std::time::SystemTime,
     pub(crate) stats_periods: StatsPeriods,
+    /// Decoy verifiers for unknown users and the per-address failed-login delay.
+    pub(crate) auth_guard: crate::auth_guard::AuthGuard,
 }
 
 /// One admitted client; gives its place back when dropped.
@@ -54,6 +56,7 @@ impl Pooler {
             resumed: Notify::new(),
             started_at: std::time::SystemTime::now(),
             stats_periods: StatsPeriods::default(),
+            auth_guard: Default::default(),
         })
     }
 

@@ -12,7 +12,7 @@ mod route;
 
 pub use client_lsns::ClientLsns;
 pub use consistency::Consistency;
-pub use decide::{decide, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
+pub use decide::{decide, in_rotation, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;
 pub use route::{NodeId, Route};
 pub use classify::{classify, classify_bytes, deallocations, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
