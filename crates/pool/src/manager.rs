@@ -16,6 +16,18 @@ pub struct ServerTarget {
     pub password: Option<String>,
     /// For logs, metrics and the admin console, e.g. `appdb/primary`.
     pub label: Arc<str>,
+    /// TLS to the server (`pooler.server_tls_mode`), if any.
+    pub tls: Option<ServerTls>,
+}
+
+/// How a pool's connections use TLS.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// No plain connection when the server declines (require, verify-ca, verify-full).
+    pub required: bool,
+    /// The `server_tls_mode` this came from: RELOAD rebuilds pools whose mode changed.
+    pub mode: &'static str,
+    pub config: Arc<lsnpool_net::rustls::ClientConfig>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +105,7 @@ impl managed::Manager for ServerManager {
             password: t.password.as_deref(),
             database: &t.database,
             label: t.label.clone(),
+            tls: t.tls.as_ref(),
         };
         let (conn, reported) = ServerConn::connect(&login).await.inspect_err(|e| {
             tracing::warn!(node = %t.label, error = %e, "server connection failed");

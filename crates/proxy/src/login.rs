@@ -1,4 +1,5 @@
-//! From TCP accept to ReadyForQuery: SSL/GSS refusal, cancel requests, protocol version
+//! From TCP accept to ReadyForQuery: SSLRequest (answered `S` when TLS is configured, the
+//! handshake then done by the listener), GSS refusal, cancel requests, protocol version
 //! negotiation, database and user lookup, client authentication, the greeting.
 
 use crate::admin::AdminAccess;
@@ -16,7 +17,7 @@ use lsnpool_protocol::sqlstate;
 use lsnpool_protocol::startup::{self, Startup, StartupPacket};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use lsnpool_net::Stream;
 
 /// Password and SASL messages are tiny; anything bigger during login is an attack or a bug.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
@@ -26,6 +27,8 @@ pub enum Accepted {
     Admin { user: String, access: AdminAccess },
     /// Cancel request served, or the client was refused (it has been told why).
     Done,
+    /// The client asked for TLS and was told `S`: the handshake comes next, then login again.
+    StartTls(Arc<lsnpool_net::rustls::ServerConfig>),
 }
 
 pub struct LoggedIn {
@@ -46,7 +49,7 @@ pub enum LoginError {
     Eof,
 }
 
-pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
+pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
     let startup = loop {
         let packet = read_startup_packet(stream, buf).await?;
         let packet = match packet {
@@ -54,8 +57,21 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
             Err(msg) => return refuse(stream, sqlstate::PROTOCOL_VIOLATION, &msg, None).await,
         };
         match packet {
-            // No TLS or GSS encryption yet: 'N' tells the client to go on in plain text.
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
+            StartupPacket::SslRequest => match pooler.topology().client_tls.clone().filter(|_| !stream.is_tls()) {
+                Some(config) => {
+                    if !buf.is_empty() {
+                        // Bytes sent in plain text behind the SSLRequest would pass for
+                        // bytes sent under TLS (CVE-2021-23214): refuse, as PostgreSQL does.
+                        return refuse(stream, sqlstate::PROTOCOL_VIOLATION, "received unencrypted data after SSL request", None).await;
+                    }
+                    stream.write_all(b"S").await?;
+                    return Ok(Accepted::StartTls(config));
+                }
+                // 'N' tells the client to go on in plain text.
+                None => stream.write_all(b"N").await?,
+            },
+            // No GSS encryption: 'N' tells the client to go on in plain text.
+            StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
                 crate::cancel::handle(&pooler.clients, pid, secret, pooler.topology().config.pooler.server_connect_timeout).await;
                 return Ok(Accepted::Done);
@@ -63,6 +79,10 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
             StartupPacket::Startup(s) => break s,
         }
     };
+    if pooler.topology().config.pooler.client_tls_mode == lsnpool_config::ClientTlsMode::Require && !stream.is_tls() {
+        let msg = "lsnpool accepts TLS connections only (client_tls_mode = require)";
+        return refuse(stream, sqlstate::INVALID_AUTHORIZATION, msg, Some("connect with sslmode=require or stronger")).await;
+    }
     let mut out = BytesMut::new();
     negotiate_version(&startup, &mut out);
 
@@ -173,7 +193,7 @@ fn negotiate_version(startup: &Startup, out: &mut BytesMut) {
 /// Runs the exchange `user`'s secret calls for; `None` (a user that does not exist) runs the
 /// same exchange against a decoy and fails it.
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     user: Option<&User>,
@@ -208,7 +228,7 @@ async fn authenticate(
 }
 
 /// Asks for an md5 password; returns the salt and the client's PasswordMessage.
-async fn md5_exchange(stream: &mut TcpStream, buf: &mut BytesMut, out: &mut BytesMut) -> Result<([u8; 4], BytesMut), LoginError> {
+async fn md5_exchange(stream: &mut Stream, buf: &mut BytesMut, out: &mut BytesMut) -> Result<([u8; 4], BytesMut), LoginError> {
     let salt = md5_salt();
     backend::auth_md5(out, salt);
     stream.write_all(out).await?;
@@ -217,7 +237,7 @@ async fn md5_exchange(stream: &mut TcpStream, buf: &mut BytesMut, out: &mut Byte
 }
 
 /// A SCRAM-SHA-256 exchange against `verifier`; leaves SASLFinal in `out` when it succeeds.
-async fn scram_exchange(stream: &mut TcpStream, buf: &mut BytesMut, out: &mut BytesMut, verifier: &lsnpool_auth::ScramVerifier) -> Result<bool, LoginError> {
+async fn scram_exchange(stream: &mut Stream, buf: &mut BytesMut, out: &mut BytesMut, verifier: &lsnpool_auth::ScramVerifier) -> Result<bool, LoginError> {
     backend::auth_sasl(out, &["SCRAM-SHA-256"]);
     stream.write_all(out).await?;
     out.clear();
@@ -245,7 +265,7 @@ async fn scram_exchange(stream: &mut TcpStream, buf: &mut BytesMut, out: &mut By
 }
 
 /// Reads one 'p' message during authentication.
-async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut, LoginError> {
+async fn read_auth_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut, LoginError> {
     loop {
         match Header::parse(buf, MAX_AUTH_MESSAGE) {
             Ok(Some(h)) if buf.len() >= h.frame_len => {
@@ -264,7 +284,7 @@ async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result
     }
 }
 
-async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Result<StartupPacket, String>, LoginError> {
+async fn read_startup_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<Result<StartupPacket, String>, LoginError> {
     loop {
         match startup::packet_len(buf) {
             Err(e) => return Ok(Err(e.to_string())),
@@ -280,12 +300,12 @@ async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Resu
     }
 }
 
-async fn refuse(stream: &mut TcpStream, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
+async fn refuse(stream: &mut Stream, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
     refuse_after(stream, BytesMut::new(), code, msg, hint).await
 }
 
 /// Sends what was queued (e.g. NegotiateProtocolVersion), then a FATAL error.
-async fn refuse_after(stream: &mut TcpStream, mut out: BytesMut, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
+async fn refuse_after(stream: &mut Stream, mut out: BytesMut, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
     tracing::info!(sqlstate = code, reason = msg, "client refused");
     metrics::counter!("lsnpool_client_login_failures_total", "sqlstate" => code.to_string()).increment(1);
     let mut e = PoolerError::fatal(code, msg);

@@ -23,7 +23,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::TcpStream;
 
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -49,7 +48,7 @@ pub struct Session {
 impl Session {
     pub fn new(
         pooler: Arc<Pooler>,
-        stream: TcpStream,
+        stream: lsnpool_net::Stream,
         login: LoggedIn,
         pools: Arc<ClusterPools>,
         cluster: Arc<ClusterState>,
@@ -62,7 +61,7 @@ impl Session {
         Session {
             pooler,
             router,
-            client: ClientIo { stream: stream.into(), rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
+            client: ClientIo { stream, rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
             login,
             pools,
             statements: ClientStatements::default(),

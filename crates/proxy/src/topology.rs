@@ -2,8 +2,9 @@
 //! connection pools behind them.
 
 use lsnpool_auth::{Secret, ScramVerifier};
-use lsnpool_config::{Config, PoolMode};
-use lsnpool_pool::{NodePool, PoolSettings, ServerManager, ServerTarget};
+use lsnpool_config::{ClientTlsMode, Config, PoolMode, ServerTlsMode};
+use lsnpool_net::ServerVerify;
+use lsnpool_pool::{NodePool, PoolSettings, ServerManager, ServerTarget, ServerTls};
 use crate::replicas::{self, ClusterState, MonitorHandle};
 use crate::stats::DbStats;
 use lsnpool_router::{Consistency, RoutingMode};
@@ -50,6 +51,8 @@ pub enum ClientSecret {
 pub enum TopologyError {
     #[error("config key `users[{index}].password`: {problem}")]
     Secret { index: usize, problem: String },
+    #[error("config key `{key}`: {problem}")]
+    Tls { key: &'static str, problem: String },
     #[error("cannot build pool for {label}: {problem}")]
     Pool { label: String, problem: String },
 }
@@ -61,6 +64,8 @@ pub struct Topology {
     /// (cluster, user) → pools.
     pools: HashMap<(Arc<str>, String), Arc<ClusterPools>>,
     clusters: HashMap<Arc<str>, ClusterRuntime>,
+    /// What clients' SSLRequests are answered with (`None`: `N`).
+    pub client_tls: Option<Arc<lsnpool_net::rustls::ServerConfig>>,
 }
 
 impl Topology {
@@ -111,6 +116,8 @@ impl Topology {
             users.insert(u.name.clone(), Arc::new(User { name: u.name.clone(), client_secret }));
         }
 
+        let client_tls = client_tls(&config.pooler)?;
+        let server_tls = server_tls(&config.pooler)?;
         let mut pools = HashMap::new();
         for (name, cl) in &config.clusters {
             let cluster: Arc<str> = Arc::from(name.as_str());
@@ -134,6 +141,7 @@ impl Topology {
                         user: u.name.clone(),
                         password: password.clone(),
                         label: label.clone(),
+                        tls: server_tls.clone(),
                     };
                     if let Some(pool) = reuse.filter(|p| same_login(p, &target)) {
                         pool.manager().set_settings(settings);
@@ -174,7 +182,7 @@ impl Topology {
             };
             clusters.insert(Arc::from(name.as_str()), runtime);
         }
-        Ok(Topology { config, databases, users, pools, clusters })
+        Ok(Topology { config, databases, users, pools, clusters, client_tls })
     }
 
     pub fn cluster_state(&self, cluster: &str) -> Option<Arc<ClusterState>> {
@@ -203,5 +211,30 @@ impl Topology {
 /// second pool for the same node would break the pool_size limit.
 fn same_login(pool: &NodePool, target: &ServerTarget) -> bool {
     let t = pool.manager().target();
-    t.addr == target.addr && t.database == target.database && t.user == target.user && t.password == target.password
+    let tls = |t: &ServerTarget| t.tls.as_ref().map(|x| x.mode);
+    t.addr == target.addr && t.database == target.database && t.user == target.user && t.password == target.password && tls(t) == tls(target)
+}
+
+/// The certificate shown to clients, read from its files now (so RELOAD picks up new ones).
+fn client_tls(p: &lsnpool_config::PoolerConfig) -> Result<Option<Arc<lsnpool_net::rustls::ServerConfig>>, TopologyError> {
+    if p.client_tls_mode == ClientTlsMode::Disable {
+        return Ok(None);
+    }
+    let config = lsnpool_net::server_config(p.client_tls_cert_file.as_ref(), p.client_tls_key_file.as_ref())
+        .map_err(|problem| TopologyError::Tls { key: "pooler.client_tls_cert_file", problem })?;
+    Ok(Some(config))
+}
+
+/// How server connections use TLS.
+fn server_tls(p: &lsnpool_config::PoolerConfig) -> Result<Option<ServerTls>, TopologyError> {
+    let (required, verify) = match p.server_tls_mode {
+        ServerTlsMode::Disable => return Ok(None),
+        ServerTlsMode::Prefer => (false, ServerVerify::Nothing),
+        ServerTlsMode::Require => (true, ServerVerify::Nothing),
+        ServerTlsMode::VerifyCa => (true, ServerVerify::Ca),
+        ServerTlsMode::VerifyFull => (true, ServerVerify::Full),
+    };
+    let ca = (!p.server_tls_ca_file.is_empty()).then(|| std::path::Path::new(&p.server_tls_ca_file));
+    let config = lsnpool_net::client_config(verify, ca).map_err(|problem| TopologyError::Tls { key: "pooler.server_tls_ca_file", problem })?;
+    Ok(Some(ServerTls { required, mode: p.server_tls_mode.as_str(), config }))
 }
