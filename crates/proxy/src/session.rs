@@ -12,7 +12,7 @@ use crate::relay::{flush_now, peek_header, ClientIo, Outcome, Relay, RelayPlan, 
 use crate::replicas::ClusterState;
 use crate::routing::{ClientRouter, Probed, Surroundings, Target};
 use crate::stats::DbStats;
-use crate::topology::{ClusterPools, Database};
+use crate::topology::ClusterPools;
 use bytes::{Buf, BytesMut};
 use lsnpool_config::PoolMode;
 use lsnpool_protocol::backend::{self, PoolerError, TxStatus};
@@ -249,7 +249,7 @@ impl Session {
                 let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
-                record(&self.login.db, &relay.stats, started, target.route);
+                crate::stats::record_transaction(&self.login.db, &relay.stats, started, target.route);
                 (outcome, relay.may_write, relay.session_changed, relay.captured, relay.captured_read)
             };
             slot.set_server(None);
@@ -484,33 +484,5 @@ impl Session {
             self.skip_until_sync = false;
             backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
         }
-    }
-}
-
-fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant, route: Route) {
-    let elapsed_us = started.elapsed().as_micros() as u64;
-    let s = &db.stats;
-    DbStats::add(&s.xact_count, 1);
-    DbStats::add(&s.query_count, stats.queries.max(1));
-    DbStats::add(&s.received, stats.bytes_from_client);
-    DbStats::add(&s.sent, stats.bytes_to_client);
-    DbStats::add(&s.xact_time_us, elapsed_us);
-    DbStats::add(&s.query_time_us, elapsed_us);
-    DbStats::add(&s.client_parse_count, stats.client_parses);
-    DbStats::add(&s.server_parse_count, stats.server_parses);
-    DbStats::add(&s.bind_count, stats.binds);
-    let m = &s.metrics;
-    let (xacts, queries) = match route {
-        Route::Primary => (&m.transactions_primary, &m.queries_primary),
-        Route::Replica(_) => (&m.transactions_replica, &m.queries_replica),
-    };
-    xacts.increment(1);
-    queries.increment(stats.queries.max(1));
-    m.bytes_received.increment(stats.bytes_from_client);
-    m.bytes_sent.increment(stats.bytes_to_client);
-    m.transaction_seconds.record(elapsed_us as f64 / 1e6);
-    if let Some(code) = stats.first_error {
-        let class = String::from_utf8_lossy(&code[..2]).into_owned();
-        metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);
     }
 }
