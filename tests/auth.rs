@@ -19,7 +19,8 @@ async fn scram_refusals_carry_postgres_sqlstates() {
     let e = login_error(&p, "app", "wrong", DB).await;
     assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "bad password: {}", db_message(&e));
     let e = login_error(&p, "nobody_here", "x", DB).await;
-    assert_eq!(sqlstate(&e).as_deref(), Some("28000"), "unknown user: {}", db_message(&e));
+    assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "unknown user: {}", db_message(&e));
+    assert_eq!(db_message(&e), "FATAL 28P01: password authentication failed for user \"nobody_here\"");
     let e = login_error(&p, "app", "app", "no_such_db").await;
     assert_eq!(sqlstate(&e).as_deref(), Some("3D000"), "unknown database: {}", db_message(&e));
     // And the good login works, for both users with server-side SCRAM and md5.
@@ -145,4 +146,83 @@ async fn query_wait_timeout_gives_57014_and_client_recovers() {
     // B keeps working.
     assert_eq!(b.simple_one("SELECT 'b ok'").await.unwrap().as_deref(), Some("b ok"));
     assert_eq!(b.query_one("SELECT $1::int", &[&7i32]).await.unwrap().get::<_, i32>(0), 7);
+}
+
+/// The salt of the SCRAM exchange lsnpool offers `user` (the server-first message's `s=`).
+async fn scram_salt(p: &Pooler, user: &str) -> String {
+    let mut r = raw::Raw::connect(p.port).await;
+    r.send(&raw::startup_packet(raw::PROTOCOL_3_0, &[("user", user), ("database", DB)])).await;
+    let m = r.recv().await;
+    assert_eq!((m.tag, i32::from_be_bytes(m.body[..4].try_into().unwrap())), (b'R', 10), "{user}: SASL expected: {m:?}");
+    let first = b"n,,n=,r=abcdefghijklmnopqrstuvwx";
+    let mut msg = vec![b'p', 0, 0, 0, 0];
+    msg.extend_from_slice(b"SCRAM-SHA-256\0");
+    msg.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    msg.extend_from_slice(first);
+    let len = (msg.len() - 1) as i32;
+    msg[1..5].copy_from_slice(&len.to_be_bytes());
+    r.send(&msg).await;
+    let m = r.recv().await;
+    assert_eq!((m.tag, i32::from_be_bytes(m.body[..4].try_into().unwrap())), (b'R', 11), "{user}: SASLContinue expected: {m:?}");
+    let text = String::from_utf8_lossy(&m.body[4..]).into_owned();
+    let salt = text.split(',').find_map(|f| f.strip_prefix("s=")).unwrap_or_default().to_string();
+    assert!(text.contains(",i=4096"), "{user}: {text}");
+    salt
+}
+
+/// An unknown user gets the exchange a known one gets, with a salt that is stable per name
+/// (as a real user's is), and the same 28P01 a wrong password gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_look_like_wrong_passwords() {
+    let p = PoolerOpts::primary_only().pool_size(1).set_str("auth_failure_delay", "0ms").start();
+    let ghost = scram_salt(&p, "nobody_here").await;
+    assert!(!ghost.is_empty());
+    assert_eq!(scram_salt(&p, "nobody_here").await, ghost, "a decoy salt must not change between probes");
+    assert_ne!(scram_salt(&p, "nobody_else").await, ghost);
+    let wrong = login_error(&p, "app", "wrong", DB).await;
+    let unknown = login_error(&p, "nobody_here", "wrong", DB).await;
+    assert_eq!(db_message(&wrong).replace("\"app\"", "\"nobody_here\""), db_message(&unknown));
+    let out = p.psql("nobody_here", "x", "", &["-c", "select 1"], None).await;
+    assert!(!out.success() && out.stderr.contains("password authentication failed for user \"nobody_here\""), "{out:?}");
+
+    // md5: the same md5 request, the same failure.
+    let p = PoolerOpts::primary_only().auth("md5").pool_size(1).set_str("auth_failure_delay", "0ms").start();
+    let mut r = raw::Raw::connect(p.port).await;
+    r.send(&raw::startup_packet(raw::PROTOCOL_3_0, &[("user", "nobody_here"), ("database", DB)])).await;
+    let m = r.recv().await;
+    assert_eq!((m.tag, i32::from_be_bytes(m.body[..4].try_into().unwrap())), (b'R', 5), "md5 request expected: {m:?}");
+    let e = login_error(&p, "nobody_here", "x", DB).await;
+    assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{}", db_message(&e));
+}
+
+/// Failed logins from one address are answered one per `auth_failure_delay`; a good login
+/// from the same address meanwhile is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_rate_limited_per_address() {
+    let p = std::sync::Arc::new(PoolerOpts::primary_only().pool_size(1).set_str("auth_failure_delay", "1s").start());
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let p = p.clone();
+        failures.push(tokio::spawn(async move {
+            let e = login_error(&p, "app", "wrong", DB).await;
+            assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{}", db_message(&e));
+            started.elapsed()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let good_started = std::time::Instant::now();
+    let c = p.app().await;
+    let good = good_started.elapsed();
+    c.simple_one("SELECT 1").await.unwrap();
+    let mut took = Vec::new();
+    for f in failures {
+        took.push(within(20.0, "a failed login", f).await.expect("failure task"));
+    }
+    took.sort();
+    eprintln!("failures answered after {took:?}; the good login took {good:?}");
+    for (i, t) in took.iter().enumerate() {
+        assert!(*t >= Duration::from_millis(950 * (i as u64 + 1)), "failure {i} answered after {t:?}: {took:?}");
+    }
+    assert!(good + Duration::from_secs(1) < took[2], "the good login waited behind the failures: {good:?} vs {took:?}");
 }

@@ -57,15 +57,7 @@ const COPY_AFTER_FLUSH: &str = "limit: copy_records_to_table prepares its intros
 /// EXPECTED_FAILURES). Move a line to EXPECTED_FAILURES or delete it as the cause is fixed.
 const KNOWN_FLAKY: &[(&str, &str, &str, &str)] = &[
     ("psycopg3", "auto", "many_clients", "bug?: some of 40 concurrent clients get 'server connection lost during the transaction' under automatic routing (1 run in 3)"),
-    // Seen with four other builds and test runs on the 2 CPUs (load average 10): new server
-    // logins of the debug build exceed server_connect_timeout (5 s) or queries wait past
-    // query_wait_timeout. tokio_pg's fifty_clients test covers a small pool shared by many.
-    ("*", "auto", "many_clients", LOADED_MACHINE),
-    ("*", "tx", "many_clients", LOADED_MACHINE),
-    ("*", "session", "many_clients", LOADED_MACHINE),
 ];
-
-const LOADED_MACHINE: &str = "timing: 40 concurrent logins against a debug-build pooler on a loaded 2-CPU machine";
 
 struct Driver {
     name: &'static str,

@@ -71,6 +71,19 @@ async fn next_client_sees_clean_server(p: &Pooler, table: &str) {
     let _ = p;
 }
 
+/// Runs `pg_sleep(secs)` tagged with `marker` on `a` and, once the server runs it, drops the
+/// client's socket: no Terminate, no CancelRequest.
+async fn kill_during_sleep(a: Conn, secs: u32, marker: &str) {
+    let abort = a.task.abort_handle();
+    let a = std::sync::Arc::new(a);
+    let a2 = a.clone();
+    let sql = format!("SELECT pg_sleep({secs}) /* {marker} */");
+    let running = tokio::spawn(async move { a2.batch_execute(&sql).await });
+    wait_for_backend(&format!("query LIKE '%{marker}%' AND state = 'active' AND pid <> pg_backend_pid()")).await;
+    abort.abort();
+    let _ = within(10.0, "the killed client's request to end", running).await;
+}
+
 async fn killed_mid_transaction(mode: &str) {
     let p = PoolerOpts::primary_only().mode(mode).pool_size(1).start();
     let t = unique("lt_killed");
@@ -87,15 +100,7 @@ async fn killed_mid_transaction(mode: &str) {
     let marker = unique("lt_mark");
     let a = p.app().await;
     a.batch_execute(&format!("BEGIN; INSERT INTO {t} VALUES (1)")).await.unwrap();
-    let abort = a.task.abort_handle();
-    let a = std::sync::Arc::new(a);
-    let a2 = a.clone();
-    let sql = format!("SELECT pg_sleep(20) /* {marker} */");
-    let running = tokio::spawn(async move { a2.batch_execute(&sql).await });
-    wait_for_backend(&format!("query LIKE '%{marker}%' AND state = 'active' AND pid <> pg_backend_pid()")).await;
-    abort.abort(); // drops the socket: no Terminate, no CancelRequest
-    let _ = within(10.0, "killed client's query to end", running).await;
-    drop(a);
+    kill_during_sleep(a, 20, &marker).await;
     let b = p.app().await;
     let n: i64 = within(15.0, "count after a client died mid-query", b.query_one(&format!("SELECT count(*) FROM {t}"), &[])).await.unwrap().get(0);
     assert_eq!(n, 0);
@@ -259,5 +264,28 @@ async fn client_eof_mid_copy() {
     a.send(&data).await;
     drop(a); // EOF mid-COPY, no CopyDone/CopyFail
     next_client_sees_clean_server(&p, &t).await;
+    drop_table(&t).await;
+}
+
+/// A client killed while its statement runs, inside a transaction holding a row lock: lsnpool
+/// cancels the statement, so the lock is free within seconds, not when `pg_sleep(30)` ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_clients_statement_is_cancelled_and_its_lock_freed() {
+    let p = PoolerOpts::primary_only().pool_size(2).start();
+    let t = unique("lt_lock");
+    create_table(&t, "id int primary key, v int").await;
+    primary().await.batch_execute(&format!("INSERT INTO {t} VALUES (1, 0)")).await.unwrap();
+    let marker = unique("lt_cancel");
+    let a = p.app().await;
+    a.batch_execute(&format!("BEGIN; SELECT v FROM {t} WHERE id = 1 FOR UPDATE")).await.unwrap();
+    kill_during_sleep(a, 30, &marker).await;
+    let b = p.app().await;
+    let started = std::time::Instant::now();
+    let updated = within(8.0, "another client to take the row lock", b.execute(&format!("UPDATE {t} SET v = 1 WHERE id = 1"), &[]))
+        .await
+        .unwrap_or_else(|e| panic!("{}", db_message(&e)));
+    assert_eq!(updated, 1);
+    eprintln!("the lock was free after {:?}", started.elapsed());
+    terminate_marked(&marker).await;
     drop_table(&t).await;
 }

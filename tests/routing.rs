@@ -822,10 +822,24 @@ async fn bounded_excludes_replicas_beyond_max_replica_lag() {
     let (cports, _) = bounded_reads_with_r1_busy(&control, 40).await;
     drop(control);
 
-    let p = start_ready(PoolerOpts::new().env("LSNPOOL_ROUTING__MAX_REPLICA_LAG", "100ms")).await;
+    // Not `start_ready`: r2 is polled healthy but beyond max_replica_lag, so out of rotation.
+    let p = PoolerOpts::new().env("LSNPOOL_ROUTING__MAX_REPLICA_LAG", "100ms").with_replicas().start();
     let a = admin(&p).await;
-    let r2row = replica_row(&a, R2).await;
+    assert!(wait_rotation(&a, R1, true, Duration::from_secs(15)).await.is_some(), "r1 must come into rotation");
+    let r2row = within(15.0, "r2 polled up and behind", async {
+        loop {
+            let row = replica_row(&a, R2).await;
+            let lag: u64 = row.get("lag_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if row.get("state").map(String::as_str) == Some("up") && lag > 100 {
+                break row;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let r2lag: u64 = r2row.get("lag_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SHOW REPLICAS agrees with the router: beyond max_replica_lag is out of rotation.
+    assert_eq!(r2row.get("in_rotation").map(String::as_str), Some("false"), "SHOW REPLICAS must show r2 out of rotation beyond max_replica_lag: {r2row:?}");
     let (ports, bad) = bounded_reads_with_r1_busy(&p, 150).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();

@@ -163,6 +163,20 @@ impl ScramVerifier {
         })
     }
 
+    /// A verifier no password matches, for a user that does not exist: the exchange looks
+    /// like a real one (PostgreSQL's "mock" authentication), and the salt, derived from the
+    /// user name and a per-process `secret`, is the same on every probe of that name, as a
+    /// real user's is.
+    pub fn decoy(user: &str, secret: &[u8]) -> ScramVerifier {
+        let salt = scram::hmac(secret, &[b"salt:", user.as_bytes()]);
+        ScramVerifier {
+            iterations: scram::DEFAULT_ITERATIONS,
+            salt: salt[..16].to_vec(),
+            stored_key: scram::hmac(secret, &[b"stored:", user.as_bytes()]),
+            server_key: scram::hmac(secret, &[b"server:", user.as_bytes()]),
+        }
+    }
+
     pub fn iterations(&self) -> u32 {
         self.iterations
     }

@@ -57,6 +57,61 @@ impl AuthType {
     }
 }
 
+/// Whether clients talk TLS to lsnpool (PgBouncer's `client_tls_sslmode`, without client
+/// certificates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    /// SSLRequest is answered `N`.
+    #[default]
+    Disable,
+    /// TLS when the client asks for it.
+    Allow,
+    /// The same as `allow` for a server: TLS when the client asks for it.
+    Prefer,
+    /// Clients that do not ask for TLS are refused.
+    Require,
+}
+
+impl ClientTlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTlsMode::Disable => "disable",
+            ClientTlsMode::Allow => "allow",
+            ClientTlsMode::Prefer => "prefer",
+            ClientTlsMode::Require => "require",
+        }
+    }
+}
+
+/// Whether lsnpool talks TLS to the servers, and what it checks (libpq's `sslmode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    #[default]
+    Disable,
+    /// TLS if the server offers it, plain otherwise; the certificate is not checked.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked.
+    Require,
+    /// TLS with a certificate signed by `server_tls_ca_file`.
+    VerifyCa,
+    /// And naming the host in the node's address.
+    VerifyFull,
+}
+
+impl ServerTlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTlsMode::Disable => "disable",
+            ServerTlsMode::Prefer => "prefer",
+            ServerTlsMode::Require => "require",
+            ServerTlsMode::VerifyCa => "verify-ca",
+            ServerTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolerConfig {
@@ -76,6 +131,16 @@ pub struct PoolerConfig {
     pub server_lifetime: Duration,
     #[serde(with = "humantime_serde")]
     pub server_idle_timeout: Duration,
+    /// A failed login is answered after this long, one at a time per client address.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+    pub client_tls_mode: ClientTlsMode,
+    /// PEM certificate (chain) and private key shown to clients; read again by RELOAD.
+    pub client_tls_cert_file: String,
+    pub client_tls_key_file: String,
+    pub server_tls_mode: ServerTlsMode,
+    /// PEM CA certificate(s) that sign the servers' certificates (verify-ca, verify-full).
+    pub server_tls_ca_file: String,
     /// Largest frontend message accepted, in bytes; a bigger one is a protocol violation.
     pub max_message_size: usize,
     /// Server-side prepared statements kept per server connection before the oldest is closed.
@@ -102,6 +167,12 @@ impl Default for PoolerConfig {
             server_connect_timeout: Duration::from_secs(5),
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),
+            auth_failure_delay: Duration::from_secs(1),
+            client_tls_mode: ClientTlsMode::Disable,
+            client_tls_cert_file: String::new(),
+            client_tls_key_file: String::new(),
+            server_tls_mode: ServerTlsMode::Disable,
+            server_tls_ca_file: String::new(),
             max_message_size: 64 * 1024 * 1024,
             max_prepared_statements: 1000,
             admin_users: vec!["postgres".into()],

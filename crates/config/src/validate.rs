@@ -35,6 +35,16 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
     if p.server_connect_timeout.is_zero() {
         return Err(ConfigError::invalid("pooler.server_connect_timeout", "must be greater than 0"));
     }
+    if p.client_tls_mode != crate::types::ClientTlsMode::Disable {
+        for (key, v) in [("pooler.client_tls_cert_file", &p.client_tls_cert_file), ("pooler.client_tls_key_file", &p.client_tls_key_file)] {
+            if v.is_empty() {
+                return Err(ConfigError::invalid(key, format!("needed with client_tls_mode = \"{}\"", p.client_tls_mode.as_str())));
+            }
+        }
+    }
+    if matches!(p.server_tls_mode, crate::types::ServerTlsMode::VerifyCa | crate::types::ServerTlsMode::VerifyFull) && p.server_tls_ca_file.is_empty() {
+        return Err(ConfigError::invalid("pooler.server_tls_ca_file", format!("needed with server_tls_mode = \"{}\"", p.server_tls_mode.as_str())));
+    }
     if c.routing.lsn_poll_interval.is_zero() {
         return Err(ConfigError::invalid("routing.lsn_poll_interval", "must be greater than 0"));
     }

@@ -6,7 +6,7 @@ pub mod registry;
 mod server;
 mod statements;
 
-pub use manager::{NodePool, PoolSettings, ServerManager, ServerTarget};
+pub use manager::{NodePool, PoolSettings, ServerManager, ServerTarget, ServerTls};
 pub use params::{is_tracked_reported, ParamSync, ParamSyncPlan};
 pub use server::{InternalReply, ServerConn, ServerError, ServerKey};
 pub use statements::{statement_name, CaptureStatement, StatementCache, StatementId, StatementName};

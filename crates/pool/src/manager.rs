@@ -7,9 +7,6 @@ use std::time::Duration;
 
 pub type NodePool = managed::Pool<ServerManager>;
 
-/// Connections idle longer than this are probed for a closed socket before being lent.
-const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
-
 /// Where and as whom a pool's connections log in.
 #[derive(Clone, Debug)]
 pub struct ServerTarget {
@@ -19,6 +16,18 @@ pub struct ServerTarget {
     pub password: Option<String>,
     /// For logs, metrics and the admin console, e.g. `appdb/primary`.
     pub label: Arc<str>,
+    /// TLS to the server (`pooler.server_tls_mode`), if any.
+    pub tls: Option<ServerTls>,
+}
+
+/// How a pool's connections use TLS.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// No plain connection when the server declines (require, verify-ca, verify-full).
+    pub required: bool,
+    /// The `server_tls_mode` this came from: RELOAD rebuilds pools whose mode changed.
+    pub mode: &'static str,
+    pub config: Arc<lsnpool_net::rustls::ClientConfig>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +105,7 @@ impl managed::Manager for ServerManager {
             password: t.password.as_deref(),
             database: &t.database,
             label: t.label.clone(),
+            tls: t.tls.as_ref(),
         };
         let (conn, reported) = ServerConn::connect(&login).await.inspect_err(|e| {
             tracing::warn!(node = %t.label, error = %e, "server connection failed");
@@ -120,11 +130,12 @@ impl managed::Manager for ServerManager {
         if m.last_used() > settings.idle_timeout {
             return Err(RecycleError::message("server_idle_timeout reached"));
         }
-        // The probe is a syscall; a connection returned moments ago is alive as far as anyone
-        // can tell (PgBouncer's server_check_delay works the same way). A server that dies
-        // inside that window fails the transaction, which the client sees as 08006.
-        let probe = m.last_used() > PROBE_AFTER_IDLE;
-        if !conn.buf.is_empty() || (probe && !conn.looks_alive()) {
+        // Every checkout looks, because it is free: the check reads tokio's readiness flags
+        // and makes a syscall only when the event loop saw the socket turn readable, which an
+        // idle server connection does only to say FATAL or EOF. A server that dies after this
+        // look is caught by the relay's replay rule (docs/ARCHITECTURE.md, "Dead servers").
+        if !conn.buf.is_empty() || !conn.looks_alive() {
+            tracing::debug!(node = %conn.label, pid = conn.key.pid, "idle server connection closed or spoke; not lent");
             return Err(RecycleError::message("server closed the connection or sent data while idle"));
         }
         Ok(())

@@ -73,6 +73,9 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// Bytes for the server, lent to whoever relays on this connection.
     pub wbuf: BytesMut,
+    /// The relay's copy of a transaction's first client bytes (replayed elsewhere if this
+    /// server turns out dead before reading them); kept here so no transaction allocates it.
+    pub replay: BytesMut,
     pub key: ServerKey,
     pub label: Arc<str>,
     /// Client parameters currently applied on this session (see `params`).
@@ -90,11 +93,32 @@ pub struct ServerConn {
 }
 
 pub struct Login<'a> {
+    pub tls: Option<&'a crate::manager::ServerTls>,
     pub addr: &'a str,
     pub user: &'a str,
     pub password: Option<&'a str>,
     pub database: &'a str,
     pub label: Arc<str>,
+}
+
+/// SSLRequest, then the TLS handshake if the server answers `S` (plain on `N`, unless TLS is
+/// required).
+async fn start_tls(mut stream: Stream, tls: &crate::manager::ServerTls, addr: &str) -> Result<Stream, ServerError> {
+    let io = |source| ServerError::Io { addr: addr.to_string(), source };
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    stream.write_all(&req).await.map_err(io)?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.map_err(io)?;
+    match answer[0] {
+        b'S' => {
+            let name = lsnpool_net::server_name(addr).map_err(|e| ServerError::Protocol(e, addr.to_string()))?;
+            stream.connect_tls(tls.config.clone(), name).await.map_err(|e| ServerError::Auth(format!("TLS handshake failed: {e}"), addr.to_string()))
+        }
+        b'N' if !tls.required => Ok(stream),
+        b'N' => Err(ServerError::Auth(format!("server does not accept TLS (server_tls_mode = {})", tls.mode), addr.to_string())),
+        other => Err(ServerError::Protocol(format!("unexpected answer {other:#04x} to SSLRequest"), addr.to_string())),
+    }
 }
 
 impl ServerConn {
@@ -105,10 +129,15 @@ impl ServerConn {
         let stream = TcpStream::connect(login.addr).await.map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
         let peer = stream.peer_addr().map_err(io)?;
+        let stream = match login.tls {
+            Some(tls) => start_tls(stream.into(), tls, login.addr).await?,
+            None => stream.into(),
+        };
         let mut conn = ServerConn {
-            stream: stream.into(),
+            stream,
             buf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::new(),
+            replay: BytesMut::new(),
             key: ServerKey { addr: peer, pid: 0, secret: 0 },
             label: login.label.clone(),
             params: ParamSync::default(),

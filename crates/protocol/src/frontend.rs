@@ -3,7 +3,7 @@
 
 use crate::backend::{message, put_cstr};
 use crate::frame::{read_cstr, HEADER_LEN};
-use crate::startup::{CANCEL_REQUEST, PROTOCOL_3_0};
+use crate::startup::{CANCEL_REQUEST, PROTOCOL_3_0, SSL_REQUEST};
 use bytes::{BufMut, BytesMut};
 
 pub const QUERY: u8 = b'Q';
@@ -101,6 +101,12 @@ pub fn startup(buf: &mut BytesMut, params: &[(&str, &str)]) {
     buf.put_u8(0);
     let len = (buf.len() - start) as i32;
     buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Asks a server to switch to TLS; it answers one byte, `S` or `N`.
+pub fn ssl_request(buf: &mut BytesMut) {
+    buf.put_i32(8);
+    buf.put_i32(SSL_REQUEST);
 }
 
 pub fn cancel_request(buf: &mut BytesMut, pid: i32, secret: i32) {

@@ -28,6 +28,19 @@ pub async fn handle(clients: &ClientRegistry, pid: i32, secret: i32, timeout: Du
     }
 }
 
+/// Asks the server to cancel whatever `key`'s backend is running, within `timeout`. Used when
+/// the client whose statement it is has gone: the statement must not go on holding locks.
+pub async fn cancel_backend(key: ServerKey, timeout: Duration) {
+    match tokio::time::timeout(timeout, forward(key)).await {
+        Ok(Ok(())) => {
+            metrics::counter!("lsnpool_server_cancels_total").increment(1);
+            tracing::debug!(server_pid = key.pid, "statement of a vanished client cancelled");
+        }
+        Ok(Err(e)) => tracing::warn!(server_pid = key.pid, error = %e, "cancel could not reach the server"),
+        Err(_) => tracing::warn!(server_pid = key.pid, "cancel timed out reaching the server"),
+    }
+}
+
 async fn forward(key: ServerKey) -> std::io::Result<()> {
     let mut s = TcpStream::connect(key.addr).await?;
     let mut buf = bytes::BytesMut::with_capacity(16);

@@ -34,11 +34,14 @@ pub struct Refusal {
     pub code: String,
     pub message: String,
     pub hint: Option<&'static str>,
+    /// The server connection failed before any of the client's bytes were sent to it: the
+    /// caller may take another.
+    pub server_died: bool,
 }
 
 impl Refusal {
     pub(crate) fn new(code: &str, message: String, hint: Option<&'static str>) -> Refusal {
-        Refusal { code: code.to_string(), message, hint }
+        Refusal { code: code.to_string(), message, hint, server_died: false }
     }
 
     pub fn cancelled() -> Refusal {
@@ -147,7 +150,11 @@ impl Lease {
                     Err(Refusal::new(&code, msg, Some("fix the parameters in the connection string or options")))
                 }
             },
-            Err(e) => Err(Refusal::new(e.sqlstate(), format!("server failed while applying session parameters: {e}"), None)),
+            Err(e) => {
+                let mut r = Refusal::new(e.sqlstate(), format!("server failed while applying session parameters: {e}"), None);
+                r.server_died = true;
+                Err(r)
+            }
         }
     }
 
@@ -209,6 +216,9 @@ impl Lease {
     /// outstanding.
     pub async fn end(mut self, server_idle: bool, status: TxStatus, session_mode: bool, timeout: Duration) {
         if !server_idle {
+            // A statement may still be running for nobody, holding its locks until it ends:
+            // cancel it, then close the connection (the backend rolls back when it reads EOF).
+            crate::cancel::cancel_backend(self.key, timeout).await;
             return;
         }
         let reset = match (status, session_mode) {

@@ -2,6 +2,7 @@
 //! state they share, its periodic upkeep, and the admin console.
 
 mod admin;
+mod auth_guard;
 mod batch;
 mod breaker;
 mod budget;

@@ -1,7 +1,8 @@
 //! Accepting clients: one tokio task per connection, a login deadline, then the session or
 //! the admin console.
 
-use crate::login::{login, Accepted};
+use crate::login::{login, Accepted, LoginError};
+use lsnpool_net::Stream;
 use crate::pooler::Pooler;
 use crate::session::Session;
 use bytes::BytesMut;
@@ -41,11 +42,29 @@ pub async fn serve(pooler: Arc<Pooler>, listener: TcpListener) -> std::io::Resul
     }
 }
 
-async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::SocketAddr) {
+/// Login, with the TLS handshake in between when the client asks for it. The stream is in
+/// `slot` except during the handshake (a login that times out there has nobody to tell).
+async fn login_maybe_tls(slot: &mut Option<Stream>, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
+    loop {
+        let Some(stream) = slot.as_mut() else { return Err(LoginError::Eof) };
+        match login(stream, buf, pooler, peer).await? {
+            Accepted::StartTls(config) => {
+                let plain = slot.take().ok_or(LoginError::Eof)?;
+                let tls = plain.accept_tls(config).await.inspect_err(|e| tracing::info!(client = %peer, error = %e, "TLS handshake failed"))?;
+                *slot = Some(tls);
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+async fn handle(pooler: Arc<Pooler>, stream: TcpStream, peer: std::net::SocketAddr) {
     let login_timeout = pooler.topology().config.pooler.client_login_timeout;
     let mut buf = BytesMut::new();
-    // Boxed: the login's state (SCRAM, buffers) must not stay in every idle client's task.
-    let accepted = tokio::time::timeout(login_timeout, Box::pin(login(&mut stream, &mut buf, &pooler, peer))).await;
+    let mut slot = Some(Stream::from(stream));
+    // Boxed: the login's state (SCRAM, buffers, TLS) must not stay in every idle client's task.
+    let accepted = tokio::time::timeout(login_timeout, Box::pin(login_maybe_tls(&mut slot, &mut buf, &pooler, peer))).await;
+    let Some(mut stream) = slot else { return };
     match accepted {
         Err(_) => {
             tracing::info!(client = %peer, "login timed out (pooler.client_login_timeout)");
@@ -55,7 +74,7 @@ async fn handle(pooler: Arc<Pooler>, mut stream: TcpStream, peer: std::net::Sock
             let _ = stream.write_all(&out).await;
         }
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "login aborted"),
-        Ok(Ok(Accepted::Done)) => {}
+        Ok(Ok(Accepted::Done | Accepted::StartTls(_))) => {}
         Ok(Ok(Accepted::Admin { user, access })) => {
             tracing::info!(client = %peer, user, "admin console connected");
             Box::pin(crate::admin::serve(pooler, stream, buf, access)).await;

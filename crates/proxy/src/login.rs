@@ -1,4 +1,5 @@
-//! From TCP accept to ReadyForQuery: SSL/GSS refusal, cancel requests, protocol version
+//! From TCP accept to ReadyForQuery: SSLRequest (answered `S` when TLS is configured, the
+//! handshake then done by the listener), GSS refusal, cancel requests, protocol version
 //! negotiation, database and user lookup, client authentication, the greeting.
 
 use crate::admin::AdminAccess;
@@ -16,7 +17,7 @@ use lsnpool_protocol::sqlstate;
 use lsnpool_protocol::startup::{self, Startup, StartupPacket};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use lsnpool_net::Stream;
 
 /// Password and SASL messages are tiny; anything bigger during login is an attack or a bug.
 const MAX_AUTH_MESSAGE: usize = 8 * 1024;
@@ -26,6 +27,8 @@ pub enum Accepted {
     Admin { user: String, access: AdminAccess },
     /// Cancel request served, or the client was refused (it has been told why).
     Done,
+    /// The client asked for TLS and was told `S`: the handshake comes next, then login again.
+    StartTls(Arc<lsnpool_net::rustls::ServerConfig>),
 }
 
 pub struct LoggedIn {
@@ -46,7 +49,7 @@ pub enum LoginError {
     Eof,
 }
 
-pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
+pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
     let startup = loop {
         let packet = read_startup_packet(stream, buf).await?;
         let packet = match packet {
@@ -54,8 +57,21 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
             Err(msg) => return refuse(stream, sqlstate::PROTOCOL_VIOLATION, &msg, None).await,
         };
         match packet {
-            // No TLS or GSS encryption yet: 'N' tells the client to go on in plain text.
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
+            StartupPacket::SslRequest => match pooler.topology().client_tls.clone().filter(|_| !stream.is_tls()) {
+                Some(config) => {
+                    if !buf.is_empty() {
+                        // Bytes sent in plain text behind the SSLRequest would pass for
+                        // bytes sent under TLS (CVE-2021-23214): refuse, as PostgreSQL does.
+                        return refuse(stream, sqlstate::PROTOCOL_VIOLATION, "received unencrypted data after SSL request", None).await;
+                    }
+                    stream.write_all(b"S").await?;
+                    return Ok(Accepted::StartTls(config));
+                }
+                // 'N' tells the client to go on in plain text.
+                None => stream.write_all(b"N").await?,
+            },
+            // No GSS encryption: 'N' tells the client to go on in plain text.
+            StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
                 crate::cancel::handle(&pooler.clients, pid, secret, pooler.topology().config.pooler.server_connect_timeout).await;
                 return Ok(Accepted::Done);
@@ -63,6 +79,10 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
             StartupPacket::Startup(s) => break s,
         }
     };
+    if pooler.topology().config.pooler.client_tls_mode == lsnpool_config::ClientTlsMode::Require && !stream.is_tls() {
+        let msg = "lsnpool accepts TLS connections only (client_tls_mode = require)";
+        return refuse(stream, sqlstate::INVALID_AUTHORIZATION, msg, Some("connect with sslmode=require or stronger")).await;
+    }
     let mut out = BytesMut::new();
     negotiate_version(&startup, &mut out);
 
@@ -74,14 +94,27 @@ pub async fn login(stream: &mut TcpStream, buf: &mut BytesMut, pooler: &Arc<Pool
         return refuse(stream, sqlstate::FEATURE_NOT_SUPPORTED, "lsnpool does not pool replication connections", Some("connect to the server directly for replication")).await;
     }
     let topology = pooler.topology();
-    let Some(user) = topology.users.get(user_name).cloned() else {
+    let user = topology.users.get(user_name).cloned();
+    let trust = topology.config.pooler.auth_type == lsnpool_config::AuthType::Trust;
+    if user.is_none() && trust {
+        // No password is asked under trust, so there is no exchange to hide the answer in.
         let msg = format!("user \"{user_name}\" is not configured in lsnpool");
         return refuse(stream, sqlstate::INVALID_AUTHORIZATION, &msg, Some("add a [[users]] entry for it to pooler.toml")).await;
-    };
-    if !authenticate(stream, buf, &mut out, &user, &topology).await? {
-        let msg = format!("password authentication failed for user \"{user_name}\"");
-        return refuse(stream, sqlstate::INVALID_PASSWORD, &msg, None).await;
     }
+    // An unknown user goes through the same exchange as a known one and fails the same way:
+    // which users exist is not given away.
+    let user = match user {
+        Some(user) if authenticate(stream, buf, &mut out, Some(&user), user_name, &topology, pooler).await? => user,
+        known => {
+            if known.is_none() {
+                authenticate(stream, buf, &mut out, None, user_name, &topology, pooler).await?;
+                tracing::info!(client = %peer, user = user_name, "login as a user that is not configured");
+            }
+            pooler.auth_guard.delay_failure(peer.ip(), topology.config.pooler.auth_failure_delay).await;
+            let msg = format!("password authentication failed for user \"{user_name}\"");
+            return refuse(stream, sqlstate::INVALID_PASSWORD, &msg, None).await;
+        }
+    };
 
     if ADMIN_DATABASES.contains(&db_name) {
         let p = &topology.config.pooler;
@@ -157,55 +190,35 @@ fn negotiate_version(startup: &Startup, out: &mut BytesMut) {
     }
 }
 
+/// Runs the exchange `user`'s secret calls for; `None` (a user that does not exist) runs the
+/// same exchange against a decoy and fails it.
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
-    user: &User,
+    user: Option<&User>,
+    name: &str,
     topology: &Topology,
+    pooler: &Pooler,
 ) -> Result<bool, LoginError> {
-    let ok = match (&user.client_secret, topology.config.pooler.auth_type) {
-        (_, lsnpool_config::AuthType::Trust) | (None, _) => true,
-        (Some(ClientSecret::Md5(secret)), _) => {
-            let salt = md5_salt();
-            backend::auth_md5(out, salt);
-            stream.write_all(out).await?;
-            out.clear();
-            let frame = read_auth_message(stream, buf).await?;
+    let auth_type = topology.config.pooler.auth_type;
+    let ok = match user.map(|u| &u.client_secret) {
+        Some(None) => true,
+        Some(Some(_)) if auth_type == lsnpool_config::AuthType::Trust => true,
+        Some(Some(ClientSecret::Md5(secret))) => {
+            let (salt, frame) = md5_exchange(stream, buf, out).await?;
             let mut pos = HEADER_LEN;
             let response = read_cstr(&frame, &mut pos).unwrap_or_default();
-            verify_md5_response(secret, &user.name, salt, response)
+            verify_md5_response(secret, name, salt, response)
         }
-        (Some(ClientSecret::Scram(verifier)), _) => {
-            backend::auth_sasl(out, &["SCRAM-SHA-256"]);
-            stream.write_all(out).await?;
-            out.clear();
-            let mut server = ScramServer::new(verifier);
-            let frame = read_auth_message(stream, buf).await?;
-            let mut pos = HEADER_LEN;
-            let mechanism = read_cstr(&frame, &mut pos).unwrap_or_default();
-            let len = read_i32(&frame, &mut pos).unwrap_or(-1);
-            let data = frame.get(pos..).unwrap_or_default();
-            if mechanism != b"SCRAM-SHA-256" || len < 0 || len as usize != data.len() {
-                false
-            } else {
-                match server.client_first(data) {
-                    Err(_) => false,
-                    Ok(first) => {
-                        backend::auth_sasl_continue(out, &first);
-                        stream.write_all(out).await?;
-                        out.clear();
-                        let frame = read_auth_message(stream, buf).await?;
-                        match server.client_final(&frame[HEADER_LEN..]) {
-                            Ok(fin) => {
-                                backend::auth_sasl_final(out, &fin);
-                                true
-                            }
-                            Err(_) => false,
-                        }
-                    }
-                }
-            }
+        Some(Some(ClientSecret::Scram(verifier))) => scram_exchange(stream, buf, out, verifier).await?,
+        None if auth_type == lsnpool_config::AuthType::Md5 => {
+            md5_exchange(stream, buf, out).await?;
+            false
+        }
+        None => {
+            scram_exchange(stream, buf, out, &pooler.auth_guard.decoy_scram(name)).await?;
+            false
         }
     };
     if ok {
@@ -214,8 +227,45 @@ async fn authenticate(
     Ok(ok)
 }
 
+/// Asks for an md5 password; returns the salt and the client's PasswordMessage.
+async fn md5_exchange(stream: &mut Stream, buf: &mut BytesMut, out: &mut BytesMut) -> Result<([u8; 4], BytesMut), LoginError> {
+    let salt = md5_salt();
+    backend::auth_md5(out, salt);
+    stream.write_all(out).await?;
+    out.clear();
+    Ok((salt, read_auth_message(stream, buf).await?))
+}
+
+/// A SCRAM-SHA-256 exchange against `verifier`; leaves SASLFinal in `out` when it succeeds.
+async fn scram_exchange(stream: &mut Stream, buf: &mut BytesMut, out: &mut BytesMut, verifier: &lsnpool_auth::ScramVerifier) -> Result<bool, LoginError> {
+    backend::auth_sasl(out, &["SCRAM-SHA-256"]);
+    stream.write_all(out).await?;
+    out.clear();
+    let mut server = ScramServer::new(verifier);
+    let frame = read_auth_message(stream, buf).await?;
+    let mut pos = HEADER_LEN;
+    let mechanism = read_cstr(&frame, &mut pos).unwrap_or_default();
+    let len = read_i32(&frame, &mut pos).unwrap_or(-1);
+    let data = frame.get(pos..).unwrap_or_default();
+    if mechanism != b"SCRAM-SHA-256" || len < 0 || len as usize != data.len() {
+        return Ok(false);
+    }
+    let Ok(first) = server.client_first(data) else { return Ok(false) };
+    backend::auth_sasl_continue(out, &first);
+    stream.write_all(out).await?;
+    out.clear();
+    let frame = read_auth_message(stream, buf).await?;
+    match server.client_final(&frame[HEADER_LEN..]) {
+        Ok(fin) => {
+            backend::auth_sasl_final(out, &fin);
+            Ok(true)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
 /// Reads one 'p' message during authentication.
-async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut, LoginError> {
+async fn read_auth_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<BytesMut, LoginError> {
     loop {
         match Header::parse(buf, MAX_AUTH_MESSAGE) {
             Ok(Some(h)) if buf.len() >= h.frame_len => {
@@ -234,7 +284,7 @@ async fn read_auth_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result
     }
 }
 
-async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Result<StartupPacket, String>, LoginError> {
+async fn read_startup_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<Result<StartupPacket, String>, LoginError> {
     loop {
         match startup::packet_len(buf) {
             Err(e) => return Ok(Err(e.to_string())),
@@ -250,12 +300,12 @@ async fn read_startup_packet(stream: &mut TcpStream, buf: &mut BytesMut) -> Resu
     }
 }
 
-async fn refuse(stream: &mut TcpStream, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
+async fn refuse(stream: &mut Stream, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
     refuse_after(stream, BytesMut::new(), code, msg, hint).await
 }
 
 /// Sends what was queued (e.g. NegotiateProtocolVersion), then a FATAL error.
-async fn refuse_after(stream: &mut TcpStream, mut out: BytesMut, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
+async fn refuse_after(stream: &mut Stream, mut out: BytesMut, code: &str, msg: &str, hint: Option<&str>) -> Result<Accepted, LoginError> {
     tracing::info!(sqlstate = code, reason = msg, "client refused");
     metrics::counter!("lsnpool_client_login_failures_total", "sqlstate" => code.to_string()).increment(1);
     let mut e = PoolerError::fatal(code, msg);

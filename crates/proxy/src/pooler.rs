@@ -32,6 +32,8 @@ pub struct Pooler {
     /// The current topology's rule set generation: a session whose rules are older fetches
     /// the new ones (one atomic load per transaction instead of the topology's lock).
     rules_generation: AtomicU64,
+    /// Decoy verifiers for unknown users and the per-address failed-login delay.
+    pub(crate) auth_guard: crate::auth_guard::AuthGuard,
 }
 
 /// One admitted client; gives its place back when dropped.
@@ -60,6 +62,7 @@ impl Pooler {
             stats_periods: StatsPeriods::default(),
             switch: DbFlags::default(),
             rules_generation,
+            auth_guard: Default::default(),
         })
     }
 

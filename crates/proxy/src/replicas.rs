@@ -47,7 +47,9 @@ pub struct NodeRow {
     pub in_rotation: bool,
 }
 
-pub fn node_rows(state: &ClusterState, cl: &ClusterConfig) -> Vec<NodeRow> {
+/// `max_lag` is `routing.max_replica_lag`: a replica beyond it is out of rotation here as it
+/// is for the router.
+pub fn node_rows(state: &ClusterState, cl: &ClusterConfig, max_lag: Duration) -> Vec<NodeRow> {
     let p = state.primary();
     let age_ms = |micros: u64| lsnpool_monitor::age_of(micros).map(|d| d.as_millis() as u64);
     let mut rows = vec![NodeRow {
@@ -73,7 +75,7 @@ pub fn node_rows(state: &ClusterState, cl: &ClusterConfig) -> Vec<NodeRow> {
             lag_ms: r.lag_micros / 1000,
             last_poll_ms_ago: age_ms(r.last_poll_micros),
             reads_routed: r.reads_routed,
-            in_rotation: r.in_rotation,
+            in_rotation: lsnpool_router::in_rotation(r.in_rotation, r.lag(), max_lag),
         });
     }
     rows

@@ -14,7 +14,7 @@ use crate::replicas::ClusterState;
 use crate::routing::{ClientRouter, Probed, Surroundings, Target};
 use crate::rules::SessionRules;
 use crate::stats::DbStats;
-use crate::topology::{ClusterPools, Database};
+use crate::topology::ClusterPools;
 use bytes::{Buf, BytesMut};
 use lsnpool_config::PoolMode;
 use lsnpool_protocol::backend::{self, PoolerError, TxStatus};
@@ -25,9 +25,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::TcpStream;
 
 const READ_CHUNK: usize = 8 * 1024;
+
+/// How many dead server connections one transaction may meet before its client is told: each
+/// replay is safe, but a node that kills every connection must not be retried forever.
+const MAX_REPLAYS: u32 = 3;
 
 pub struct Session {
     pooler: Arc<Pooler>,
@@ -52,7 +55,7 @@ pub struct Session {
 impl Session {
     pub fn new(
         pooler: Arc<Pooler>,
-        stream: TcpStream,
+        stream: lsnpool_net::Stream,
         login: LoggedIn,
         pools: Arc<ClusterPools>,
         cluster: Arc<ClusterState>,
@@ -66,7 +69,7 @@ impl Session {
             rules: SessionRules::new(login.topology.rules.clone()),
             pooler,
             router,
-            client: ClientIo { stream: stream.into(), rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
+            client: ClientIo { stream, rbuf: pipelined, wbuf: BytesMut::new(), max_message_size },
             login,
             pools,
             statements: ClientStatements::default(),
@@ -212,6 +215,7 @@ impl Session {
             info.rule = self.rules.for_batch(&self.pooler, &self.login.db, &self.login.user.name, buf, max, &self.statements);
         }
         let mut forced = None;
+        let mut replays = 0;
         loop {
             let cluster = self.router.cluster().clone();
             let mut _outstanding = None;
@@ -242,7 +246,9 @@ impl Session {
                 }
             };
             let config = &self.login.topology.config;
+            let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
             let plan = RelayPlan {
+                replayable: !session_mode && replays < MAX_REPLAYS,
                 capture_lsn: target.route == Route::Primary && config.routing.capture_commit_lsn,
                 capture_reads: target.capture_reads && config.routing.capture_commit_lsn,
                 retry_guard: matches!(target.route, Route::Replica(_))
@@ -258,7 +264,7 @@ impl Session {
                 let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
-                record(&self.login.db, &relay.stats, started, target.route);
+                crate::stats::record_transaction(&self.login.db, &relay.stats, started, target.route);
                 (outcome, relay.may_write, relay.session_changed, relay.session_bound, relay.captured, relay.captured_read)
             };
             slot.set_server(None);
@@ -269,7 +275,6 @@ impl Session {
                 self.router.learn_read(lsn);
             }
             let timeout = self.login.topology.config.pooler.query_wait_timeout;
-            let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
             match outcome {
                 Outcome::Done => {
                     if plan.capture_lsn && may_write {
@@ -321,6 +326,14 @@ impl Session {
                     self.client.rbuf = rbuf;
                     forced = Some(PrimaryReason::Retry25006);
                     tracing::debug!(client = %self.peer, "replica refused a write (25006); retrying on the primary");
+                }
+                Outcome::ReplayElsewhere(saved) => {
+                    // The server never read these bytes: run them on another connection.
+                    server.discard();
+                    replays += 1;
+                    let mut rbuf = saved;
+                    rbuf.extend_from_slice(&self.client.rbuf);
+                    self.client.rbuf = rbuf;
                 }
                 Outcome::ClientGone { server_idle, status } => {
                     // What the client left on the server is nobody's now: reset it all.
@@ -403,17 +416,39 @@ impl Session {
     /// parameters brought in line with the client's, holding the read budget permit the
     /// routing took. On failure (or a refusal from the routing) the client's batch is answered
     /// with an error and `None` returned.
-    async fn lease(&mut self, route: Route, probed: Option<Probed>, hold: Option<Hold>) -> Option<Lease> {
-        let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
-        let (permit, refused) = match hold {
+    async fn lease(&mut self, route: Route, mut probed: Option<Probed>, hold: Option<Hold>) -> Option<Lease> {
+        let (mut permit, refused) = match hold {
             Some(Hold::Permit(p)) => (Some(p), None),
             Some(Hold::Refuse(r)) => (None, Some(r)),
             None => (None, None),
         };
-        let lent = match (probed, refused) {
-            (_, Some(refusal)) => Err(refusal),
-            (Some(server), None) => Ok(Lease::lent(server, &who)),
-            (None, None) => {
+        if let Some(r) = refused {
+            self.refuse_batch(&r.code, &r.message, r.hint);
+            return None;
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_lease(route, probed.take()).await {
+                Ok(lease) => return Some(lease.holding(permit.take())),
+                // Nothing of the client's reached that server: another connection is safe.
+                Err(r) if r.server_died && attempts <= MAX_REPLAYS => {
+                    tracing::debug!(client = %self.peer, message = %r.message, "server connection died before use; taking another");
+                }
+                Err(r) => {
+                    tracing::debug!(client = %self.peer, code = %r.code, message = %r.message, "batch refused");
+                    self.refuse_batch(&r.code, &r.message, r.hint);
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn try_lease(&mut self, route: Route, probed: Option<Probed>) -> Result<Lease, crate::lease::Refusal> {
+        let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
+        let lent = match probed {
+            Some(server) => Ok(Lease::lent(server, &who)),
+            None => {
                 let pool = match route {
                     Route::Replica(node) => self.pools.replicas.get(usize::from(node.0)).unwrap_or(&self.pools.primary),
                     Route::Primary => &self.pools.primary,
@@ -421,19 +456,10 @@ impl Session {
                 Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who).await
             }
         };
-        let lent = lent.map(|lease| lease.holding(permit));
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
-        let ready = match lent {
+        match lent {
             Ok(lease) => lease.sync_params(&self.login.params, timeout).await,
             Err(refusal) => Err(refusal),
-        };
-        match ready {
-            Ok(lease) => Some(lease),
-            Err(r) => {
-                tracing::debug!(client = %self.peer, code = %r.code, message = %r.message, "batch refused");
-                self.refuse_batch(&r.code, &r.message, r.hint);
-                None
-            }
         }
     }
 
@@ -561,33 +587,5 @@ impl Session {
             self.skip_until_sync = false;
             backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
         }
-    }
-}
-
-fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant, route: Route) {
-    let elapsed_us = started.elapsed().as_micros() as u64;
-    let s = &db.stats;
-    DbStats::add(&s.xact_count, 1);
-    DbStats::add(&s.query_count, stats.queries.max(1));
-    DbStats::add(&s.received, stats.bytes_from_client);
-    DbStats::add(&s.sent, stats.bytes_to_client);
-    DbStats::add(&s.xact_time_us, elapsed_us);
-    DbStats::add(&s.query_time_us, elapsed_us);
-    DbStats::add(&s.client_parse_count, stats.client_parses);
-    DbStats::add(&s.server_parse_count, stats.server_parses);
-    DbStats::add(&s.bind_count, stats.binds);
-    let m = &s.metrics;
-    let (xacts, queries) = match route {
-        Route::Primary => (&m.transactions_primary, &m.queries_primary),
-        Route::Replica(_) => (&m.transactions_replica, &m.queries_replica),
-    };
-    xacts.increment(1);
-    queries.increment(stats.queries.max(1));
-    m.bytes_received.increment(stats.bytes_from_client);
-    m.bytes_sent.increment(stats.bytes_to_client);
-    m.transaction_seconds.record(elapsed_us as f64 / 1e6);
-    if let Some(code) = stats.first_error {
-        let class = String::from_utf8_lossy(&code[..2]).into_owned();
-        metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);
     }
 }

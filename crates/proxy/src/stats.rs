@@ -234,3 +234,32 @@ mod tests {
         assert_eq!(a.wait_time_us, 100); // µs waited per assignment
     }
 }
+
+/// Counts one relayed transaction in its database's totals and metrics.
+pub fn record_transaction(db: &crate::topology::Database, stats: &crate::relay::RelayStats, started: std::time::Instant, route: lsnpool_router::Route) {
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let s = &db.stats;
+    DbStats::add(&s.xact_count, 1);
+    DbStats::add(&s.query_count, stats.queries.max(1));
+    DbStats::add(&s.received, stats.bytes_from_client);
+    DbStats::add(&s.sent, stats.bytes_to_client);
+    DbStats::add(&s.xact_time_us, elapsed_us);
+    DbStats::add(&s.query_time_us, elapsed_us);
+    DbStats::add(&s.client_parse_count, stats.client_parses);
+    DbStats::add(&s.server_parse_count, stats.server_parses);
+    DbStats::add(&s.bind_count, stats.binds);
+    let m = &s.metrics;
+    let (xacts, queries) = match route {
+        lsnpool_router::Route::Primary => (&m.transactions_primary, &m.queries_primary),
+        lsnpool_router::Route::Replica(_) => (&m.transactions_replica, &m.queries_replica),
+    };
+    xacts.increment(1);
+    queries.increment(stats.queries.max(1));
+    m.bytes_received.increment(stats.bytes_from_client);
+    m.bytes_sent.increment(stats.bytes_to_client);
+    m.transaction_seconds.record(elapsed_us as f64 / 1e6);
+    if let Some(code) = stats.first_error {
+        let class = String::from_utf8_lossy(&code[..2]).into_owned();
+        metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);
+    }
+}

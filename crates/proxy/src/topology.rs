@@ -2,8 +2,9 @@
 //! connection pools behind them.
 
 use lsnpool_auth::{Secret, ScramVerifier};
-use lsnpool_config::{Config, PoolMode};
-use lsnpool_pool::{NodePool, PoolSettings, ServerManager, ServerTarget};
+use lsnpool_config::{ClientTlsMode, Config, PoolMode, ServerTlsMode};
+use lsnpool_net::ServerVerify;
+use lsnpool_pool::{NodePool, PoolSettings, ServerManager, ServerTarget, ServerTls};
 use crate::controls::ClusterControls;
 use crate::replicas::{self, ClusterState, MonitorHandle};
 use crate::rules::LiveRules;
@@ -57,6 +58,8 @@ pub enum ClientSecret {
 pub enum TopologyError {
     #[error("config key `users[{index}].password`: {problem}")]
     Secret { index: usize, problem: String },
+    #[error("config key `{key}`: {problem}")]
+    Tls { key: &'static str, problem: String },
     #[error("cannot build pool for {label}: {problem}")]
     Pool { label: String, problem: String },
     #[error("config key `rules[{index}].match`: {0}", index = .0.index)]
@@ -73,6 +76,8 @@ pub struct Topology {
     /// The query rules; sessions pick up a new set at their next transaction.
     pub rules: Arc<LiveRules>,
     controls: HashMap<Arc<str>, Arc<ClusterControls>>,
+    /// What clients' SSLRequests are answered with (`None`: `N`).
+    pub client_tls: Option<Arc<lsnpool_net::rustls::ServerConfig>>,
 }
 
 impl Topology {
@@ -132,6 +137,8 @@ impl Topology {
             users.insert(u.name.clone(), Arc::new(User { name: u.name.clone(), client_secret }));
         }
 
+        let client_tls = client_tls(&config.pooler)?;
+        let server_tls = server_tls(&config.pooler)?;
         let mut pools = HashMap::new();
         for (name, cl) in &config.clusters {
             let cluster: Arc<str> = Arc::from(name.as_str());
@@ -155,6 +162,7 @@ impl Topology {
                         user: u.name.clone(),
                         password: password.clone(),
                         label: label.clone(),
+                        tls: server_tls.clone(),
                     };
                     if let Some(pool) = reuse.filter(|p| same_login(p, &target)) {
                         pool.manager().set_settings(settings);
@@ -201,7 +209,7 @@ impl Topology {
                 c.budget.resize(cl.primary_read_pool_size.unwrap_or(0));
             }
         }
-        Ok(Topology { config, databases, users, pools, clusters, rules: Arc::new(rules), controls })
+        Ok(Topology { config, databases, users, pools, clusters, rules: Arc::new(rules), controls, client_tls })
     }
 
     pub fn cluster_controls(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<ClusterControls>)> {
@@ -234,5 +242,30 @@ impl Topology {
 /// second pool for the same node would break the pool_size limit.
 fn same_login(pool: &NodePool, target: &ServerTarget) -> bool {
     let t = pool.manager().target();
-    t.addr == target.addr && t.database == target.database && t.user == target.user && t.password == target.password
+    let tls = |t: &ServerTarget| t.tls.as_ref().map(|x| x.mode);
+    t.addr == target.addr && t.database == target.database && t.user == target.user && t.password == target.password && tls(t) == tls(target)
+}
+
+/// The certificate shown to clients, read from its files now (so RELOAD picks up new ones).
+fn client_tls(p: &lsnpool_config::PoolerConfig) -> Result<Option<Arc<lsnpool_net::rustls::ServerConfig>>, TopologyError> {
+    if p.client_tls_mode == ClientTlsMode::Disable {
+        return Ok(None);
+    }
+    let config = lsnpool_net::server_config(p.client_tls_cert_file.as_ref(), p.client_tls_key_file.as_ref())
+        .map_err(|problem| TopologyError::Tls { key: "pooler.client_tls_cert_file", problem })?;
+    Ok(Some(config))
+}
+
+/// How server connections use TLS.
+fn server_tls(p: &lsnpool_config::PoolerConfig) -> Result<Option<ServerTls>, TopologyError> {
+    let (required, verify) = match p.server_tls_mode {
+        ServerTlsMode::Disable => return Ok(None),
+        ServerTlsMode::Prefer => (false, ServerVerify::Nothing),
+        ServerTlsMode::Require => (true, ServerVerify::Nothing),
+        ServerTlsMode::VerifyCa => (true, ServerVerify::Ca),
+        ServerTlsMode::VerifyFull => (true, ServerVerify::Full),
+    };
+    let ca = (!p.server_tls_ca_file.is_empty()).then(|| std::path::Path::new(&p.server_tls_ca_file));
+    let config = lsnpool_net::client_config(verify, ca).map_err(|problem| TopologyError::Tls { key: "pooler.server_tls_ca_file", problem })?;
+    Ok(Some(ServerTls { required, mode: p.server_tls_mode.as_str(), config }))
 }

@@ -4,6 +4,13 @@
 use crate::{ClientLsns, Consistency, Lsn, NodeId, Route};
 use std::time::Duration;
 
+/// Whether a replica may serve reads at all: polled healthy (`polled_in_rotation`: up, in
+/// recovery, not promoted) and no further behind than `max_replica_lag`. SHOW REPLICAS shows
+/// the same test, so it never disagrees with the router.
+pub fn in_rotation(polled_in_rotation: bool, lag: Duration, max_lag: Duration) -> bool {
+    polled_in_rotation && lag <= max_lag
+}
+
 /// What a replica looked like at its last poll, as the router needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicaView {
@@ -147,7 +154,7 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
     let n = (replicas.len() as u32).max(1);
     for r in replicas {
         // max_replica_lag bounds every level but strong: too far behind is out for everyone.
-        if !r.in_rotation || r.lag > req.max_lag {
+        if !in_rotation(r.in_rotation, r.lag, req.max_lag) {
             continue;
         }
         any_in_rotation = true;
@@ -202,6 +209,14 @@ pub(crate) fn test_request() -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_rotation_needs_a_healthy_poll_and_lag_within_the_limit() {
+        let max = Duration::from_secs(10);
+        assert!(in_rotation(true, max, max));
+        assert!(!in_rotation(true, max + Duration::from_millis(1), max));
+        assert!(!in_rotation(false, Duration::ZERO, max));
+    }
 
     fn req() -> Request {
         test_request()

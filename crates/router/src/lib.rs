@@ -17,7 +17,7 @@ pub use breaker::{Breaker, BreakerLimits, PrimaryLoad, Transition};
 pub use client_lsns::ClientLsns;
 pub use consistency::Consistency;
 pub use controls::{degraded, is_primary_read};
-pub use decide::{decide, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
+pub use decide::{decide, in_rotation, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;
 pub use route::{NodeId, Route};
 pub use rules::{check_pattern, RuleAction, RuleError, RuleId, RuleScope, RuleSet, RuleSpec, MATCHED_PREFIX};

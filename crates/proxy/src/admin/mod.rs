@@ -19,7 +19,6 @@ use lsnpool_protocol::{frontend, sqlstate};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdminAccess {
@@ -35,7 +34,7 @@ const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
 /// The commands besides SHOW, as SHOW HELP lists them after the SHOW commands.
 const CONTROL_USAGE: &str = "RELOAD\nPAUSE [db]\nRESUME [db]\nDISABLE ROUTING [db]\nENABLE ROUTING [db]\nKILL db\nSHUTDOWN";
 
-pub async fn serve(pooler: Arc<Pooler>, mut stream: TcpStream, mut buf: BytesMut, access: AdminAccess) {
+pub async fn serve(pooler: Arc<Pooler>, mut stream: lsnpool_net::Stream, mut buf: BytesMut, access: AdminAccess) {
     let mut out = BytesMut::new();
     for (k, v) in [
         ("server_version", concat!(env!("CARGO_PKG_VERSION"), "/lsnpool")),

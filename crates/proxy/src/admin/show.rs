@@ -57,7 +57,7 @@ fn config(pooler: &Pooler, out: &mut BytesMut) {
     let d = lsnpool_config::PoolerConfig::default();
     let dr = lsnpool_config::RoutingConfig::default();
     let dur = |v: Duration, def: Duration| (format!("{v:?}"), format!("{def:?}"));
-    let settings: [(&str, (String, String), &str); 27] = [
+    let settings: [(&str, (String, String), &str); 33] = [
         ("listen", (p.listen.clone(), d.listen.clone()), "no"),
         ("pool_mode", (p.pool_mode.as_str().to_string(), "transaction".into()), "yes"),
         ("auth_type", (p.auth_type.as_str().to_string(), "scram-sha-256".into()), "yes"),
@@ -69,6 +69,12 @@ fn config(pooler: &Pooler, out: &mut BytesMut) {
         ("server_connect_timeout", dur(p.server_connect_timeout, d.server_connect_timeout), "yes"),
         ("server_lifetime", dur(p.server_lifetime, d.server_lifetime), "yes"),
         ("server_idle_timeout", dur(p.server_idle_timeout, d.server_idle_timeout), "yes"),
+        ("auth_failure_delay", dur(p.auth_failure_delay, d.auth_failure_delay), "yes"),
+        ("client_tls_mode", (p.client_tls_mode.as_str().to_string(), d.client_tls_mode.as_str().to_string()), "yes"),
+        ("client_tls_cert_file", (p.client_tls_cert_file.clone(), String::new()), "yes"),
+        ("client_tls_key_file", (p.client_tls_key_file.clone(), String::new()), "yes"),
+        ("server_tls_mode", (p.server_tls_mode.as_str().to_string(), d.server_tls_mode.as_str().to_string()), "yes"),
+        ("server_tls_ca_file", (p.server_tls_ca_file.clone(), String::new()), "yes"),
         ("max_message_size", (p.max_message_size.to_string(), d.max_message_size.to_string()), "yes"),
         ("max_prepared_statements", (p.max_prepared_statements.to_string(), d.max_prepared_statements.to_string()), "yes"),
         ("admin_users", (p.admin_users.join(","), d.admin_users.join(",")), "yes"),
@@ -254,7 +260,7 @@ fn replicas(pooler: &Pooler, out: &mut BytesMut) {
     let mut clusters: Vec<_> = t.clusters().collect();
     clusters.sort_by(|a, b| a.0.cmp(b.0));
     let rows = clusters.into_iter().flat_map(|(name, rt)| {
-        let nodes = t.config.clusters.get(&**name).map(|cl| replicas::node_rows(&rt.state, cl)).unwrap_or_default();
+        let nodes = t.config.clusters.get(&**name).map(|cl| replicas::node_rows(&rt.state, cl, t.config.routing.max_replica_lag)).unwrap_or_default();
         nodes.into_iter().map(move |r| (name, r))
     });
     result_set!(out, rows, |(name, r)| {

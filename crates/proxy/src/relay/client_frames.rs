@@ -34,6 +34,7 @@ impl Relay<'_, '_, '_> {
         if let Some(g) = &mut self.guard {
             g.save(&rbuf[..consumed]);
         }
+        self.keep_for_replay(&rbuf[..consumed]);
         self.client.rbuf = rbuf;
         self.client.rbuf.advance(consumed);
         Ok(ClientStep::Continue)
@@ -127,6 +128,8 @@ impl Relay<'_, '_, '_> {
         self.note_text(flags);
         if drops_all_statements(&class, sql) {
             self.state.statements.clear();
+            // Not undoable: a replay would find the client's statements gone.
+            self.stop_replay();
             // A capture behind it in this flight must not Bind a dropped statement.
             self.server.statements.capture_in_doubt();
         }

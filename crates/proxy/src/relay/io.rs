@@ -80,7 +80,10 @@ impl Relay<'_, '_, '_> {
     }
 
     pub(super) fn flush_server_now(&mut self) -> io::Result<()> {
-        flush_now(&mut self.server.stream, &mut self.to_server)
+        let before = self.to_server.len();
+        let r = flush_now(&mut self.server.stream, &mut self.to_server);
+        self.flight_written(before - self.to_server.len());
+        r
     }
 
     pub(super) fn flush_client_now(&mut self) -> io::Result<()> {

@@ -19,6 +19,7 @@ mod capture;
 mod client_frames;
 mod copy;
 mod io;
+mod replay;
 mod retry;
 mod server_frames;
 mod sql;
@@ -66,6 +67,9 @@ pub enum Outcome {
     /// A replica refused a write (25006) before the client saw anything: the replica
     /// connection is idle again, and these client bytes must be replayed on the primary.
     RetryOnPrimary(BytesMut),
+    /// The server was dead before it read the transaction (see `replay`): its connection is
+    /// to be closed and these client bytes run on another, unseen by the client.
+    ReplayElsewhere(BytesMut),
 }
 
 /// What the relay does beyond relaying, decided by the router for this transaction.
@@ -81,6 +85,9 @@ pub struct RelayPlan {
     pub retry_guard: bool,
     /// The batch analysis's classifications of the client buffer's Query and Parse frames.
     pub classified: Classified,
+    /// The session can run this transaction on another connection if this one proves dead
+    /// before reading it (transaction mode, attempts left).
+    pub replayable: bool,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -128,6 +135,14 @@ pub struct Relay<'c, 's, 'st> {
     /// A 25006 was seen under the guard: swallow everything until the replica is idle.
     retrying: bool,
     copy: CopyTracker,
+    /// The client bytes sent while nothing has come back from the server (`replay`).
+    replay: Option<BytesMut>,
+    /// Writes to the server while `replay` is kept.
+    flight_writes: u32,
+    /// When the first of them went out.
+    flight_at: Option<std::time::Instant>,
+    /// The server's first message is a FATAL held back while we learn whether to replay.
+    fatal_held: bool,
 }
 
 impl Drop for Relay<'_, '_, '_> {
@@ -135,6 +150,7 @@ impl Drop for Relay<'_, '_, '_> {
         // Unsent bytes only remain when the connection is being discarded anyway.
         self.to_server.clear();
         self.server.wbuf = std::mem::take(&mut self.to_server);
+        self.stop_replay();
     }
 }
 
@@ -144,7 +160,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         // The server connection keeps its write buffer between transactions: one allocation
         // per connection, not one per transaction.
         let to_server = std::mem::take(&mut server.wbuf);
-        Relay {
+        let mut relay = Relay {
             client,
             server,
             state,
@@ -165,14 +181,20 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             guard,
             retrying: false,
             copy: CopyTracker::default(),
-        }
+            replay: None,
+            flight_writes: 0,
+            flight_at: None,
+            fatal_held: false,
+        };
+        relay.start_replay();
+        relay
     }
 
     /// Runs until the transaction ends. The client's first message(s) are already in its
     /// read buffer.
     pub async fn run(&mut self) -> Outcome {
         let step = self.pump_client();
-        if let Some(outcome) = self.client_input_sent(step) {
+        if let Some(outcome) = self.client_input_sent(step).await {
             return outcome;
         }
         loop {
@@ -188,8 +210,8 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             let can_write_client = self.client_output_waiting() && self.guard.is_none();
             tokio::select! {
                 r = self.server.stream.readable(), if want_server => {
-                    if r.is_err() || self.read_server().is_err() {
-                        return self.server_lost();
+                    if let Err(e) = r.and_then(|()| self.read_server()) {
+                        return self.server_failed(e).await;
                     }
                 }
                 r = self.client.stream.readable(), if want_client => {
@@ -197,13 +219,13 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                         return self.client_gone();
                     }
                     let step = self.read_client();
-                    if let Some(outcome) = self.client_input_sent(step) {
+                    if let Some(outcome) = self.client_input_sent(step).await {
                         return outcome;
                     }
                 }
                 r = self.server.stream.writable(), if self.server_output_waiting() => {
-                    if r.is_err() || self.flush_server_now().is_err() {
-                        return self.server_lost();
+                    if let Err(e) = r.and_then(|()| self.flush_server_now()) {
+                        return self.server_failed(e).await;
                     }
                 }
                 r = self.client.stream.writable(), if can_write_client => {
@@ -217,14 +239,14 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
 
     /// Sends on what the client's bytes produced for the server; the outcome when the client
     /// left or broke the protocol, or the server cannot take them.
-    fn client_input_sent(&mut self, step: Result<ClientStep, Violation>) -> Option<Outcome> {
+    async fn client_input_sent(&mut self, step: Result<ClientStep, Violation>) -> Option<Outcome> {
         match step {
             Ok(ClientStep::Continue) => {}
             Ok(ClientStep::Gone) => return Some(self.client_gone()),
             Err(v) => return Some(self.violation(v)),
         }
-        if self.flush_server_now().is_err() {
-            return Some(self.server_lost());
+        if let Err(e) = self.flush_server_now() {
+            return Some(self.server_failed(e).await);
         }
         None
     }
@@ -241,8 +263,22 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         }
     }
 
+    /// The server connection failed: replayed elsewhere when that is provably safe, else the
+    /// client is told.
+    async fn server_failed(&mut self, e: std::io::Error) -> Outcome {
+        self.server.broken = true;
+        if let Some(saved) = self.replay_after(&e).await {
+            return Outcome::ReplayElsewhere(saved);
+        }
+        self.server_lost()
+    }
+
     fn server_lost(&mut self) -> Outcome {
         self.server.broken = true;
+        if self.release_held_fatal() {
+            // The server said why in its own words (e.g. 57P01): the client gets that.
+            return Outcome::ServerLost;
+        }
         let e = backend::PoolerError::fatal(
             lsnpool_protocol::sqlstate::CONNECTION_FAILURE,
             "server connection lost during the transaction; it did not commit unless the server confirmed it",

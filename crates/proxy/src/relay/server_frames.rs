@@ -27,10 +27,17 @@ fn inspected(tag: u8) -> bool {
 
 impl Relay<'_, '_, '_> {
     pub(super) fn read_server(&mut self) -> io::Result<()> {
-        match self.fill_server()? {
-            Filled::Some => {}
-            Filled::Nothing => return Ok(()),
-            Filled::Eof => return Err(io::ErrorKind::UnexpectedEof.into()),
+        if self.replay.is_some() {
+            // Nothing has come back yet: the first bytes may say the server is dead (`replay`).
+            if !self.read_first_answer()? {
+                return Ok(());
+            }
+        } else {
+            match self.fill_server()? {
+                Filled::Some => {}
+                Filled::Nothing => return Ok(()),
+                Filled::Eof => return Err(io::ErrorKind::UnexpectedEof.into()),
+            }
         }
         let buf = std::mem::take(&mut self.server.buf);
         let r = self.forward_server_frames(&buf);
@@ -55,8 +62,16 @@ impl Relay<'_, '_, '_> {
         }
         let mut run_start = pos;
         let mut frames = Frames::new(&buf[pos..], usize::MAX);
+        let mut over = false;
         for item in &mut frames {
             let (h, frame) = item.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if self.transaction_over() {
+                // Whatever a server says after the transaction's last ReadyForQuery (a FATAL
+                // as it is terminated) is not this client's: left in the buffer, it keeps the
+                // connection from going back to the pool.
+                over = true;
+                break;
+            }
             let start = pos;
             pos += h.frame_len;
             let preceding = &buf[run_start..start];
@@ -105,7 +120,7 @@ impl Relay<'_, '_, '_> {
             }
         }
         // A big message nobody needs to read is streamed through rather than buffered whole.
-        if let Ok(Some(h)) = frames.pending() {
+        if let Some(h) = frames.pending().ok().flatten().filter(|_| !over) {
             let have = buf.len() - pos;
             if h.frame_len > STREAM_THRESHOLD && !inspected(h.tag) {
                 self.streaming = h.frame_len - have;

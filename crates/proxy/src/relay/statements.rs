@@ -119,6 +119,8 @@ impl Relay<'_, '_, '_> {
         // After the rename: this very Bind still needs the statement it executes.
         if class.is_some_and(|c| c.deallocate == Some(Deallocate::All)) {
             self.state.statements.clear();
+            // Not undoable: a replay would find the client's statements gone.
+            self.stop_replay();
             self.server.statements.capture_in_doubt();
         }
         Ok(cut)
