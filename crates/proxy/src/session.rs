@@ -341,6 +341,18 @@ impl Session {
                     server.end(server_idle, status, reset, timeout).await;
                     return Err("client closed the connection mid-transaction");
                 }
+                Outcome::DoneOnDeadServer => {
+                    tracing::info!(client = %self.peer, node = %server.label, "server connection died after the transaction ended, before its LSN was read");
+                    server.discard();
+                    if plan.capture_lsn && may_write {
+                        self.capture_on_another_connection().await;
+                    }
+                    if session_mode || std::mem::take(&mut self.pinned) {
+                        // The client's session lived on that connection.
+                        return Err("server connection lost");
+                    }
+                    return Ok(());
+                }
                 Outcome::ServerLost => {
                     tracing::warn!(client = %self.peer, node = %server.label, "server connection lost mid-transaction");
                     server.discard();
@@ -396,6 +408,19 @@ impl Session {
                 }
             }
             Err(e) => tracing::warn!(node = %server.label, error = %e, "could not read the commit LSN"),
+        }
+    }
+
+    /// A commit whose connection died before its LSN was read: any primary connection's WAL
+    /// insert position is at or past it, so another one answers for it.
+    async fn capture_on_another_connection(&mut self) {
+        let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
+        match Lease::checkout(&self.pools.primary, std::future::ready(()), &who).await {
+            Ok(mut lease) => {
+                self.capture_separately(&mut lease).await;
+                self.release(lease).await;
+            }
+            Err(r) => tracing::warn!(client = %self.peer, error = %r.message, "could not read a commit's LSN on another connection"),
         }
     }
 

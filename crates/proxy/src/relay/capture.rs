@@ -101,6 +101,23 @@ impl Relay<'_, '_, '_> {
         Ok(())
     }
 
+    /// The server died while only the pooler's own capture was outstanding, after the
+    /// client's transaction ended (its ReadyForQuery said idle): the client gets that
+    /// ReadyForQuery, as it would have, and the commit's LSN must be learned on another primary
+    /// connection (`may_write`). False when the client still waits for answers of its own.
+    pub(super) fn finish_without_capture(&mut self) -> bool {
+        let Some(ready) = self.captures.held_ready else { return false };
+        let only_capture_left = self.out.ready == 1 && !self.out.unsynced && self.captures.pending.len() == 1;
+        if !only_capture_left || backend::parse_ready_for_query(&ready) != Some(TxStatus::Idle) {
+            return false;
+        }
+        let wrote = self.captures.pending.pop_front().is_some_and(|(_, wrote)| wrote);
+        self.captures.held_ready = None;
+        self.may_write |= wrote;
+        self.client.wbuf.extend_from_slice(&ready);
+        true
+    }
+
     fn capture_answered(&mut self) {
         let wrote = self.captures.pending.pop_front().is_some_and(|(_, wrote)| wrote);
         let value = self.captures.value.take();

@@ -62,6 +62,10 @@ pub enum Outcome {
     ClientGone { server_idle: bool, status: TxStatus },
     /// The server connection failed; the client has been told and must be closed.
     ServerLost,
+    /// The client's transaction ended and it has its ReadyForQuery, but the server died
+    /// before the pooler's commit-LSN capture answered: close the connection, and learn the
+    /// LSN on another primary connection if `may_write`.
+    DoneOnDeadServer,
     /// The client broke the protocol; it has been told and must be closed.
     ClientViolation,
     /// A replica refused a write (25006) before the client saw anything: the replica
@@ -267,6 +271,9 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
     /// client is told.
     async fn server_failed(&mut self, e: std::io::Error) -> Outcome {
         self.server.broken = true;
+        if self.finish_without_capture() {
+            return Outcome::DoneOnDeadServer;
+        }
         if let Some(saved) = self.replay_after(&e).await {
             return Outcome::ReplayElsewhere(saved);
         }
