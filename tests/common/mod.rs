@@ -85,6 +85,8 @@ pub struct PoolerOpts {
     pooler: BTreeMap<String, String>,
     users: Vec<(String, Option<String>, Option<usize>)>,
     env: Vec<(String, String)>,
+    /// `[routing]` keys, raw TOML values.
+    routing: BTreeMap<String, String>,
     /// List the streaming replicas in the cluster (on by default; `primary_only()` turns it
     /// off so all traffic goes to the primary, as the pooler-fidelity tests expect).
     replicas: bool,
@@ -127,7 +129,16 @@ impl PoolerOpts {
             ("app".to_string(), Some("app".to_string()), None),
             ("md5user".to_string(), Some("md5user".to_string()), None),
         ];
-        PoolerOpts { pooler, users, env: Vec::new(), replicas: true }
+        let routing = [
+            ("consistency", toml_str("read-your-writes")),
+            ("lsn_poll_interval", toml_str("10ms")),
+            ("max_replica_lag", toml_str("10s")),
+            ("lsn_wait_timeout", toml_str("0ms")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        PoolerOpts { pooler, users, env: Vec::new(), routing, replicas: true }
     }
 
     /// Sets a `[pooler]` key to a raw TOML value (`"3"`, `"\"session\""`, `"[]"`).
@@ -139,6 +150,18 @@ impl PoolerOpts {
     /// Sets a `[pooler]` key to a string value.
     pub fn set_str(self, key: &str, value: &str) -> Self {
         self.set(key, &toml_str(value))
+    }
+
+    /// Sets a `[routing]` key to a string value.
+    pub fn routing(mut self, key: &str, value: &str) -> Self {
+        self.routing.insert(key.to_string(), toml_str(value));
+        self
+    }
+
+    /// Leaves a `[routing]` key at lsnpool's default.
+    pub fn routing_default(mut self, key: &str) -> Self {
+        self.routing.remove(key);
+        self
     }
 
     pub fn pool_size(self, n: usize) -> Self {
@@ -181,9 +204,10 @@ impl PoolerOpts {
         for (k, v) in &self.pooler {
             s.push_str(&format!("{k} = {v}\n"));
         }
-        s.push_str(
-            "\n[routing]\nconsistency = \"read-your-writes\"\nlsn_poll_interval = \"10ms\"\nmax_replica_lag = \"10s\"\nlsn_wait_timeout = \"0ms\"\n",
-        );
+        s.push_str("\n[routing]\n");
+        for (k, v) in &self.routing {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
         for (name, pw, size) in &self.users {
             s.push_str(&format!("\n[[users]]\nname = {}\n", toml_str(name)));
             if let Some(pw) = pw {

@@ -3,7 +3,7 @@
 use crate::prepared::ClientStatements;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
-use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
+use lsnpool_router::{classify_bytes, leading_directives, Classification, Deallocate, Hint, Lsn, PoolerCommand, StatementClass};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -22,6 +22,10 @@ pub struct BatchInfo {
     /// The buffer starts with an unnamed Parse of one pooler command (drivers such as JDBC
     /// send SET through the extended protocol); [`extended_command`] checks the rest.
     pub parsed_pooler: Option<PoolerCommand>,
+    /// `/* lsnpool:session_key=… */` on the first statement: the key is `buf[start..end]`.
+    pub session_key: Option<(usize, usize)>,
+    /// `/* lsnpool:min_lsn=… */` on the first statement.
+    pub min_lsn: Option<Lsn>,
 }
 
 /// Reads the frames of the client's next implicit transaction (up to its first Sync or
@@ -33,13 +37,22 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
     for (h, frame) in Frames::new(buf, max_message_size).map_while(Result::ok) {
         let class = match h.tag {
             frontend::QUERY => {
-                let c = classify_bytes(frontend::parse_query(frame).unwrap_or_default());
+                let text = frontend::parse_query(frame).unwrap_or_default();
+                if first_statement {
+                    directives(&mut info, buf, text);
+                }
+                let c = classify_bytes(text);
                 if at_start {
                     info.first_query = Some(c);
                 }
                 Some(c)
             }
-            frontend::PARSE => frontend::parse_parse(frame).map(|p| classify_bytes(p.query)),
+            frontend::PARSE => frontend::parse_parse(frame).map(|p| {
+                if first_statement {
+                    directives(&mut info, buf, p.query);
+                }
+                classify_bytes(p.query)
+            }),
             frontend::BIND => match frontend::parse_bind(frame) {
                 Some(b) if !b.statement.is_empty() => match statements.get(b.statement) {
                     Some(s) => Some(s.class),
@@ -88,6 +101,13 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
     info
 }
 
+/// The session key and token in the leading comments of `text` (a slice of `buf`).
+fn directives(info: &mut BatchInfo, buf: &[u8], text: &[u8]) {
+    let d = leading_directives(text);
+    let base = (text.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    info.session_key = d.session_key.map(|(s, e)| (base + s as usize, base + e as usize)).filter(|(_, e)| *e <= buf.len());
+    info.min_lsn = d.min_lsn;
+}
 
 /// A pooler command sent as Parse, Bind, an optional Describe, Execute and Sync, all of the
 /// unnamed statement and portal, without parameters and with text results.
@@ -114,7 +134,7 @@ pub enum Extended {
 /// Reads the batch at the start of `buf`, whose first frame [`analyze`] found to be an unnamed
 /// Parse of the pooler command `cmd`.
 pub fn extended_command(buf: &[u8], max_message_size: usize, cmd: PoolerCommand) -> Extended {
-    let show = cmd == PoolerCommand::ShowConsistency;
+    let show = cmd.shows().is_some();
     let mut frames = Frames::new(buf, max_message_size).map_while(Result::ok);
     let mut len = 0;
     let mut describe = None;

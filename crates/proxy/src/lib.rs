@@ -3,6 +3,7 @@
 
 mod admin;
 mod batch;
+mod causal;
 mod cancel;
 mod client_params;
 mod clients;
@@ -18,6 +19,7 @@ mod replicas;
 mod routing;
 mod session;
 mod stats;
+mod token_store;
 mod topology;
 
 pub use janitor::{spawn_janitor, STATS_PERIOD};

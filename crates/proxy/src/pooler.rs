@@ -7,6 +7,7 @@ use crate::stats::{Averages, StatsPeriods};
 use crate::topology::Topology;
 use std::collections::HashSet;
 use std::path::PathBuf;
+use crate::token_store::TokenStore;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
@@ -28,6 +29,9 @@ pub struct Pooler {
     resumed: Notify,
     pub started_at: std::time::SystemTime,
     pub(crate) stats_periods: StatsPeriods,
+    /// Session keys' commits and, when shared, the newest commit (`routing.token_store`;
+    /// chosen at start, not changed by RELOAD).
+    pub(crate) token_store: Arc<TokenStore>,
 }
 
 /// One admitted client; gives its place back when dropped.
@@ -42,7 +46,16 @@ impl Drop for ClientGuard {
 
 impl Pooler {
     pub fn new(topology: Topology, config_path: PathBuf) -> Arc<Pooler> {
+        let routing = &topology.config.routing;
+        let token_store = TokenStore::from_config(routing).unwrap_or_else(|e| {
+            // Validation accepted the URL's shape; a URL redis cannot use is reported and the
+            // instance keeps its guarantees alone.
+            tracing::error!(error = %e, "token store unusable; session keys stay in this process");
+            TokenStore::embedded(routing.session_key_ttl)
+        });
+        tracing::info!(store = %token_store.describe(), "token store");
         Arc::new(Pooler {
+            token_store: Arc::new(token_store),
             topology: RwLock::new(Arc::new(topology)),
             clients: Arc::new(ClientRegistry::default()),
             admitted: AtomicUsize::new(0),

@@ -18,7 +18,8 @@ use deadpool::managed::Object;
 use lsnpool_config::{PoolMode, RoutingConfig};
 use lsnpool_pool::ServerManager;
 use lsnpool_protocol::backend::TxStatus;
-use lsnpool_router::{decide, ClientLsns, Consistency, Decision, Hint, Lsn, NodeId, PrimaryReason, ReplicaView, Request, Route, RoutingMode};
+use crate::causal::Causal;
+use lsnpool_router::{decide, ClientLsns, Consistency, Decision, Hint, Lsn, Need, NodeId, Outside, PrimaryReason, ReplicaView, Request, Route, RoutingMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub struct Surroundings<'a> {
 pub struct ClientRouter {
     /// The session's level: the database's, changed by `SET lsnpool.consistency`.
     pub consistency: Consistency,
+    /// Session keys, tokens and the token store: what a read needs from outside the client.
+    pub causal: Causal,
     lsns: ClientLsns,
     db: Arc<Database>,
     cluster: Arc<ClusterState>,
@@ -64,8 +67,13 @@ pub struct ClientRouter {
 }
 
 impl ClientRouter {
-    pub fn new(db: Arc<Database>, cluster: Arc<ClusterState>, tiebreak: u32) -> ClientRouter {
-        ClientRouter { consistency: db.consistency, lsns: ClientLsns::default(), db, cluster, views: Vec::new(), tiebreak }
+    pub fn new(db: Arc<Database>, cluster: Arc<ClusterState>, tiebreak: u32, causal: Causal) -> ClientRouter {
+        ClientRouter { consistency: db.consistency, causal, lsns: ClientLsns::default(), db, cluster, views: Vec::new(), tiebreak }
+    }
+
+    /// What the client has seen (SHOW lsnpool.min_lsn reads its token).
+    pub fn lsns_mut(&mut self) -> &mut ClientLsns {
+        &mut self.lsns
     }
 
     pub fn cluster(&self) -> &Arc<ClusterState> {
@@ -88,20 +96,31 @@ impl ClientRouter {
             Some(Hint::Consistency(c)) => c,
             _ => self.consistency,
         };
+        // Step 0: what the read must see from outside the client (token store, primary).
+        let reads = !batch.writes || self.db.mode == RoutingMode::ReplicaOnly;
+        let outside = if reads { self.causal.outside(consistency, &self.cluster).await } else { Ok(Outside::default()) };
+        let outside = match outside {
+            Ok(o) => o,
+            Err(need) => return (self.unknown_need(need, consistency), None),
+        };
         let request = Request {
             mode: self.db.mode,
             consistency,
             writes: batch.writes,
             hint_primary: batch.hint == Some(Hint::Primary),
             lsns: self.lsns,
-            global_commit: self.cluster.highest_commit_lsn(),
+            outside,
             max_lag: env.routing.max_replica_lag,
             tiebreak: self.tiebreak,
             probe_below: env.routing.probe_max_lag,
         };
         crate::replicas::views(&self.cluster, &mut self.views);
         let mut decision = decide(&request, &self.views);
-        if let Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. } = decision {
+        // With a catch-up wait configured the probe is skipped: the wait's on-demand polls
+        // serve every waiting read with one query each, where a probe costs each read a round
+        // trip (measured: docs/ARCHITECTURE.md, "Read-your-writes across connections").
+        let waits = !env.routing.lsn_wait_timeout.is_zero();
+        if let (false, Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. }) = (waits, decision) {
             if let Some((server, replay_lsn)) = self.probe(env, node, needed).await {
                 DbStats::add(&self.db.stats.probe_hits, 1);
                 return (self.replica(node, replay_lsn), Some(server));
@@ -120,11 +139,14 @@ impl ClientRouter {
                 tracing::debug!(replica = node.0, %replay_lsn, "read routed to replica");
                 (self.replica(node, replay_lsn), None)
             }
-            Decision::Primary { reason, .. } => {
-                tracing::debug!(reason = reason.as_str(), "routed to primary");
+            Decision::Primary { reason, need, .. } => {
+                tracing::debug!(reason = reason.as_str(), need = need.as_str(), "routed to primary");
+                if reason == PrimaryReason::LagFallback {
+                    self.db.stats.fallback(need);
+                }
                 let mut target = self.primary(reason);
                 target.capture_reads = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp)
-                    && matches!(consistency, Consistency::ReadYourWrites | Consistency::Global);
+                    && !matches!(consistency, Consistency::Strong | Consistency::Bounded | Consistency::Eventual);
                 (target, None)
             }
         }
@@ -169,6 +191,16 @@ impl ClientRouter {
         DbStats::add(&self.db.stats.catchup_wait_us, waited.as_micros() as u64);
         self.db.stats.metrics.catchup_wait_seconds.record(waited.as_secs_f64());
         caught_up
+    }
+
+    /// A read whose requirement could not be learned: the primary, which sees everything;
+    /// counted as a lag fallback of that requirement.
+    fn unknown_need(&self, need: Need, consistency: Consistency) -> Target {
+        tracing::debug!(need = need.as_str(), "requirement unknown; routed to primary");
+        self.db.stats.fallback(need);
+        let mut target = self.primary(PrimaryReason::LagFallback);
+        target.capture_reads = !matches!(consistency, Consistency::Strong | Consistency::Bounded | Consistency::Eventual);
+        target
     }
 
     fn primary(&self, reason: PrimaryReason) -> Target {

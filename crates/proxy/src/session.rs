@@ -12,7 +12,7 @@ use crate::relay::{flush_now, peek_header, ClientIo, Outcome, Relay, RelayPlan, 
 use crate::replicas::ClusterState;
 use crate::routing::{ClientRouter, Probed, Surroundings, Target};
 use crate::stats::DbStats;
-use crate::topology::{ClusterPools, Database};
+use crate::topology::ClusterPools;
 use bytes::{Buf, BytesMut};
 use lsnpool_config::PoolMode;
 use lsnpool_protocol::backend::{self, PoolerError, TxStatus};
@@ -53,7 +53,8 @@ impl Session {
         pipelined: BytesMut,
     ) -> Session {
         let max_message_size = login.topology.config.pooler.max_message_size;
-        let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32);
+        let causal = crate::causal::Causal::new(pooler.token_store.clone(), login.report_commit_lsn);
+        let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32, causal);
         DbStats::add(&login.db.stats.client_login_count, 1);
         Session {
             pooler,
@@ -156,19 +157,24 @@ impl Session {
     async fn transaction(&mut self) -> Result<(), &'static str> {
         let info = batch::analyze(&self.client.rbuf, self.client.max_message_size, &self.statements);
         if let Some(cmd) = info.pooler {
-            if let Ok(Some(h)) = peek_header(&self.client.rbuf, self.client.max_message_size) {
-                self.client.rbuf.advance(h.frame_len);
-            }
+            let len = peek_header(&self.client.rbuf, self.client.max_message_size).ok().flatten().map_or(0, |h| h.frame_len);
+            let frame = self.client.rbuf.split_to(len);
+            let sql = frontend::parse_query(&frame).unwrap_or_default();
             let default = self.login.db.consistency;
-            local::answer(cmd, &mut self.router.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+            local::answer(cmd, sql, &mut self.router, default, &mut self.client.wbuf, TxStatus::Idle);
             return Ok(());
         }
         if let Some(cmd) = info.parsed_pooler {
             match batch::extended_command(&self.client.rbuf, self.client.max_message_size, cmd) {
                 batch::Extended::Answer(x) => {
-                    self.client.rbuf.advance(x.len);
+                    let batch = self.client.rbuf.split_to(x.len);
+                    let sql = Frames::new(&batch, self.client.max_message_size)
+                        .map_while(Result::ok)
+                        .next()
+                        .and_then(|(_, frame)| frontend::parse_parse(frame))
+                        .map_or(&[][..], |p| p.query);
                     let default = self.login.db.consistency;
-                    local::answer_extended(cmd, x.describe, &mut self.router.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+                    local::answer_extended(cmd, sql, x.describe, &mut self.router, default, &mut self.client.wbuf, TxStatus::Idle);
                 }
                 // The rest of the batch decides who answers it: wait for it.
                 batch::Extended::Incomplete => match self.read_idle().await {
@@ -198,6 +204,8 @@ impl Session {
                 return Ok(());
             }
         }
+        let key = info.session_key.and_then(|(start, end)| self.client.rbuf.get(start..end));
+        self.router.causal.for_statement(key, info.min_lsn);
         let mut forced = None;
         loop {
             let cluster = self.router.cluster().clone();
@@ -239,16 +247,28 @@ impl Session {
             let slot = self.slot().clone();
             slot.set_server(Some(server.key));
             let started = Instant::now();
-            let (outcome, may_write, session_changed, captured, captured_read) = {
-                let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster };
+            let (outcome, may_write, session_changed, captured, captured_read, commit_ready) = {
+                let commits = crate::relay::CommitNotice {
+                    report_lsn: self.router.causal.report_commit_lsn,
+                    defer_ready: self.router.causal.defers_commit(),
+                };
+                let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster, commits };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
-                record(&self.login.db, &relay.stats, started, target.route);
-                (outcome, relay.may_write, relay.session_changed, relay.captured, relay.captured_read)
+                crate::stats::record_transaction(&self.login.db, &relay.stats, started, target.route);
+                (outcome, relay.may_write, relay.session_changed, relay.captured, relay.captured_read, relay.commit_ready.take())
             };
             slot.set_server(None);
             if let Some(lsn) = captured {
                 self.router.learn_commit(lsn);
+            }
+            if let Some(ready) = commit_ready {
+                // The client sees its commit only once the commit is where other connections
+                // (and instances) will look for it.
+                if let Some(lsn) = captured {
+                    self.router.causal.record_commit(cluster.name(), lsn).await;
+                }
+                self.client.wbuf.extend_from_slice(&ready);
             }
             if let Some(lsn) = captured_read {
                 self.router.learn_read(lsn);
@@ -347,6 +367,9 @@ impl Session {
                 if let Some(lsn) = reply.value.as_deref().and_then(Lsn::from_text) {
                     DbStats::add(&self.login.db.stats.lsn_capture_round_trips, 1);
                     self.router.learn_commit(lsn);
+                    // Late (the client has its ReadyForQuery), but keyed reads from now on see it.
+                    let cluster = self.router.cluster().clone();
+                    self.router.causal.record_commit(cluster.name(), lsn).await;
                 }
             }
             Err(e) => tracing::warn!(node = %server.label, error = %e, "could not read the commit LSN"),
@@ -460,33 +483,5 @@ impl Session {
             self.skip_until_sync = false;
             backend::ready_for_query(&mut self.client.wbuf, TxStatus::Idle);
         }
-    }
-}
-
-fn record(db: &Database, stats: &crate::relay::RelayStats, started: Instant, route: Route) {
-    let elapsed_us = started.elapsed().as_micros() as u64;
-    let s = &db.stats;
-    DbStats::add(&s.xact_count, 1);
-    DbStats::add(&s.query_count, stats.queries.max(1));
-    DbStats::add(&s.received, stats.bytes_from_client);
-    DbStats::add(&s.sent, stats.bytes_to_client);
-    DbStats::add(&s.xact_time_us, elapsed_us);
-    DbStats::add(&s.query_time_us, elapsed_us);
-    DbStats::add(&s.client_parse_count, stats.client_parses);
-    DbStats::add(&s.server_parse_count, stats.server_parses);
-    DbStats::add(&s.bind_count, stats.binds);
-    let m = &s.metrics;
-    let (xacts, queries) = match route {
-        Route::Primary => (&m.transactions_primary, &m.queries_primary),
-        Route::Replica(_) => (&m.transactions_replica, &m.queries_replica),
-    };
-    xacts.increment(1);
-    queries.increment(stats.queries.max(1));
-    m.bytes_received.increment(stats.bytes_from_client);
-    m.bytes_sent.increment(stats.bytes_to_client);
-    m.transaction_seconds.record(elapsed_us as f64 / 1e6);
-    if let Some(code) = stats.first_error {
-        let class = String::from_utf8_lossy(&code[..2]).into_owned();
-        metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);
     }
 }

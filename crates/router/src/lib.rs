@@ -10,9 +10,9 @@ mod decide;
 mod lsn;
 mod route;
 
-pub use client_lsns::ClientLsns;
+pub use client_lsns::{ClientLsns, Need, Outside};
 pub use consistency::Consistency;
 pub use decide::{decide, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;
 pub use route::{NodeId, Route};
-pub use classify::{classify, classify_bytes, deallocations, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
+pub use classify::{classify, classify_bytes, deallocations, leading_directives, Classification, Deallocate, Directives, Hint, LsnpoolSetting, PoolerCommand, StatementClass};

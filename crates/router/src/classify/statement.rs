@@ -7,7 +7,7 @@
 
 use super::keywords::{function_kind, keyword, FunctionKind, Kw};
 use super::lexer::{Kind, Lexer, Token};
-use super::{parse_consistency, Deallocate, PoolerCommand, StatementClass};
+use super::{parse_consistency, Deallocate, LsnpoolSetting, PoolerCommand, StatementClass};
 
 /// Sub-statements nest (EXPLAIN, DECLARE, COPY (query), CTEs). Deeper than this is not real SQL:
 /// the statement is a write, and the recursion cannot exhaust the stack.
@@ -733,6 +733,8 @@ fn prepare(st: &mut Stmt<'_, '_>) -> Out {
 enum Param {
     /// `lsnpool.consistency`: answered by the pooler.
     LsnpoolConsistency,
+    /// The pooler's other settings (`lsnpool.session_key`, …).
+    Lsnpool(LsnpoolSetting),
     /// `transaction_read_only`: the same as SET TRANSACTION READ ONLY / READ WRITE.
     TransactionReadOnly,
     /// `transaction_isolation`: matters only when SERIALIZABLE.
@@ -748,8 +750,13 @@ fn param_name(st: &mut Stmt<'_, '_>) -> Param {
     }
     let first_text = unquote(st.text(first), first.kind);
     if !st.eat(Kind::Dot) {
-        return if first_text.eq_ignore_ascii_case(b"lsnpool.consistency") && first.kind == Kind::QuotedIdent {
+        let quoted_lsnpool = first.kind == Kind::QuotedIdent
+            && first_text.get(..b"lsnpool.".len()).is_some_and(|p| p.eq_ignore_ascii_case(b"lsnpool."));
+        let suffix = first_text.get(b"lsnpool.".len()..).unwrap_or_default();
+        return if quoted_lsnpool && suffix.eq_ignore_ascii_case(b"consistency") {
             Param::LsnpoolConsistency
+        } else if let Some(p) = LsnpoolSetting::by_suffix(suffix).filter(|_| quoted_lsnpool) {
+            Param::Lsnpool(p)
         } else if first_text.eq_ignore_ascii_case(b"transaction_read_only") {
             Param::TransactionReadOnly
         } else if first_text.eq_ignore_ascii_case(b"transaction_isolation") {
@@ -759,14 +766,14 @@ fn param_name(st: &mut Stmt<'_, '_>) -> Param {
         };
     }
     let Some(second) = st.next() else { return Param::Other };
-    let is_lsnpool = is_name(second)
-        && first_text.eq_ignore_ascii_case(b"lsnpool")
-        && unquote(st.text(second), second.kind).eq_ignore_ascii_case(b"consistency")
-        && st.peek_kind() != Some(Kind::Dot);
-    if is_lsnpool {
+    if !(is_name(second) && first_text.eq_ignore_ascii_case(b"lsnpool") && st.peek_kind() != Some(Kind::Dot)) {
+        return Param::Other;
+    }
+    let suffix = unquote(st.text(second), second.kind);
+    if suffix.eq_ignore_ascii_case(b"consistency") {
         Param::LsnpoolConsistency
     } else {
-        Param::Other
+        LsnpoolSetting::by_suffix(suffix).map_or(Param::Other, Param::Lsnpool)
     }
 }
 
@@ -843,6 +850,10 @@ fn set(st: &mut Stmt<'_, '_>) -> Out {
                 parse_consistency(v.text).map_or(PoolerCommand::InvalidConsistency, PoolerCommand::SetConsistency)
             }
         })),
+        Param::Lsnpool(p) => {
+            let src = st.lx.src();
+            Out::class(C::Pooler(set_lsnpool(p, set_value(st), src)))
+        }
         Param::TransactionReadOnly => match set_value(st).map(|v| bool_value(v.text)) {
             Some(Some(read_only)) => Out::with_modes(
                 C::SetTransaction { read_only },
@@ -865,6 +876,26 @@ fn set(st: &mut Stmt<'_, '_>) -> Out {
         },
         Param::Other if local => Out::class(C::TransactionNeutral),
         Param::Other => Out::class(C::Session),
+    }
+}
+
+/// `SET lsnpool.<p> = value`; a key's value is named by its place in `src`.
+fn set_lsnpool(p: LsnpoolSetting, v: Option<Value<'_>>, src: &[u8]) -> PoolerCommand {
+    let Some(v) = v else { return PoolerCommand::Invalid(p) };
+    if v.is_default {
+        return PoolerCommand::Reset(p);
+    }
+    match p {
+        LsnpoolSetting::SessionKey => {
+            let start = (v.text.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+            match (u32::try_from(start), u32::try_from(start + v.text.len())) {
+                (Ok(start), Ok(end)) if !v.text.is_empty() && start as usize <= src.len() => PoolerCommand::SetSessionKey { start, end },
+                _ => PoolerCommand::Invalid(p),
+            }
+        }
+        LsnpoolSetting::ReportCommitLsn => bool_value(v.text).map_or(PoolerCommand::Invalid(p), PoolerCommand::SetReportCommitLsn),
+        LsnpoolSetting::MinLsn => crate::Lsn::from_text(v.text.trim_ascii())
+            .map_or(PoolerCommand::Invalid(p), PoolerCommand::SetMinLsn),
     }
 }
 
@@ -897,16 +928,20 @@ fn bool_value(v: &[u8]) -> Option<bool> {
 
 /// `SHOW name`: a read, except `SHOW lsnpool.consistency`.
 fn show(st: &mut Stmt<'_, '_>) -> Out {
-    if param_name(st) == Param::LsnpoolConsistency && st.peek().is_none() {
-        return Out::class(StatementClass::Pooler(PoolerCommand::ShowConsistency));
+    match param_name(st) {
+        Param::LsnpoolConsistency if st.peek().is_none() => return Out::class(StatementClass::Pooler(PoolerCommand::ShowConsistency)),
+        Param::Lsnpool(p) if st.peek().is_none() => return Out::class(StatementClass::Pooler(PoolerCommand::Show(p))),
+        _ => {}
     }
     Out::class(StatementClass::Read)
 }
 
 /// `RESET name|ALL`: session state, except `RESET lsnpool.consistency`.
 fn reset(st: &mut Stmt<'_, '_>) -> StatementClass {
-    if param_name(st) == Param::LsnpoolConsistency && st.peek().is_none() {
-        return StatementClass::Pooler(PoolerCommand::ResetConsistency);
+    match param_name(st) {
+        Param::LsnpoolConsistency if st.peek().is_none() => return StatementClass::Pooler(PoolerCommand::ResetConsistency),
+        Param::Lsnpool(p) if st.peek().is_none() => return StatementClass::Pooler(PoolerCommand::Reset(p)),
+        _ => {}
     }
     StatementClass::Session
 }
