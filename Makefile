@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PGENV := testenv/pgenv.sh
 export R2_APPLY_DELAY
 
-.PHONY: help run test demo build bench env-up env-down env-status clean
+.PHONY: help run test drivers demo build bench env-up env-down env-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -29,10 +29,14 @@ run: ## Build (release), start the local topology, run lsnpool on pooler.toml in
 	@echo
 	./target/release/lsnpool --config pooler.toml
 
-test: ## All tests: unit, and integration against the real local topology
+test: ## All tests: unit, integration against the real local topology, driver battery
 	$(PGENV) up
+	tests/drivers/install.sh
 	@mkdir -p target
 	cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log; exit $${PIPESTATUS[0]}
+
+drivers: ## Install the driver battery's clients (python venv, npm, pgjdbc) into target/drivers
+	tests/drivers/install.sh
 
 demo: ## With `make run` going in another terminal: read-your-writes, replica share, SHOW ROUTING
 	testenv/demo.sh
