@@ -97,7 +97,10 @@ impl ClientRouter {
             _ => self.consistency,
         };
         // Step 0: what the read must see from outside the client (token store, primary).
-        let reads = !batch.writes || self.db.mode == RoutingMode::ReplicaOnly;
+        // (Not for what goes to the primary anyway: a write, `strong`, a primary hint.)
+        let reads = (!batch.writes || self.db.mode == RoutingMode::ReplicaOnly)
+            && consistency != Consistency::Strong
+            && batch.hint != Some(Hint::Primary);
         let outside = if reads { self.causal.outside(consistency, &self.cluster).await } else { Ok(Outside::default()) };
         let outside = match outside {
             Ok(o) => o,
@@ -145,8 +148,7 @@ impl ClientRouter {
                     self.db.stats.fallback(need);
                 }
                 let mut target = self.primary(reason);
-                target.capture_reads = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp)
-                    && !matches!(consistency, Consistency::Strong | Consistency::Bounded | Consistency::Eventual);
+                target.capture_reads = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp) && monotonic(consistency);
                 (target, None)
             }
         }
@@ -199,7 +201,7 @@ impl ClientRouter {
         tracing::debug!(need = need.as_str(), "requirement unknown; routed to primary");
         self.db.stats.fallback(need);
         let mut target = self.primary(PrimaryReason::LagFallback);
-        target.capture_reads = !matches!(consistency, Consistency::Strong | Consistency::Bounded | Consistency::Eventual);
+        target.capture_reads = monotonic(consistency);
         target
     }
 
@@ -236,4 +238,10 @@ impl ClientRouter {
     pub fn learn_read(&mut self, lsn: Lsn) {
         self.lsns.learn_read(lsn);
     }
+}
+
+/// Levels whose reads never go back: a read the primary serves in a replica's place records
+/// how far it saw.
+fn monotonic(level: Consistency) -> bool {
+    !matches!(level, Consistency::Strong | Consistency::Bounded | Consistency::Eventual)
 }
