@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! loadgen raw   --label L --delay-ms D --write URL [--read URL] --setup URL
-//!               [--clients 16] [--k 4] [--seconds 5] [--accounts 1000000] --csv FILE
+//!               [--clients 16] [--k 4] [--seconds 5] [--readers 0] [--level L] [--keyed 1] --csv FILE
 //! loadgen idle  --url URL --n 10000 --pid PID [--concurrency 64] --out FILE
 //! loadgen chart --csv FILE --out PNG
 //! ```
@@ -11,8 +11,12 @@
 //! independent reads". With one URL a client uses one connection for everything (a pooler that
 //! routes); with `--read` it writes on `--write` and reads on `--read` (a naive read/write
 //! split). Every read also returns `pg_is_in_recovery()`, so the share of reads served by
-//! replicas is known; a read-back that misses the row just written is stale. Appends one CSV
-//! row to `--csv`.
+//! replicas is known; a read-back that misses the row just written is stale. With `--read`
+//! pointing at the same pooler, it is the cross-connection workload of an application pool
+//! (write on one pooled connection, read back on another). `--readers R` adds R clients that
+//! only read (their replica share is reported on its own); `--level L` sends
+//! `SET lsnpool.consistency = 'L'` on every connection first; `--keyed 1` gives each writer a
+//! session key of its own on both its connections. Appends one CSV row to `--csv`.
 //!
 //! `idle`: holds N logged-in, idle client connections to a pooler and reports the pooler's
 //! VmRSS (from /proc/PID/status) before and with them: bytes per idle client.
@@ -84,6 +88,9 @@ struct Stats {
     replica_reads: AtomicU64,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// The read-only clients' reads, and those a replica served.
+    reader_reads: AtomicU64,
+    reader_replica: AtomicU64,
 }
 
 impl Stats {
@@ -103,13 +110,63 @@ struct RawCfg {
     k: u32,
     accounts: i32,
     base: i64,
+    level: Option<String>,
+    /// Each writer sets `lsnpool.session_key = 'user:<i>'` on both its connections.
+    keyed: bool,
+}
+
+async fn connect_at(url: &str, level: &Option<String>) -> Res<Client> {
+    let c = connect(url).await?;
+    if let Some(l) = level {
+        c.simple_query(&format!("SET lsnpool.consistency = '{l}'")).await?;
+    }
+    Ok(c)
+}
+
+/// A client that only reads: random accounts, each read asking where it ran.
+async fn reader_client(i: u64, cfg: Arc<RawCfg>, start: Arc<tokio::sync::Barrier>, stop: Arc<AtomicBool>, st: Arc<Stats>) {
+    let url = cfg.read.as_ref().unwrap_or(&cfg.write);
+    let ready = async {
+        let c = connect_at(url, &cfg.level).await?;
+        let q = c.prepare("SELECT pg_is_in_recovery(), abalance FROM pgbench_accounts WHERE aid = $1").await?;
+        Res::Ok((c, q))
+    }
+    .await;
+    start.wait().await;
+    let (c, q) = match ready {
+        Ok(x) => x,
+        Err(e) => return st.error(&e),
+    };
+    let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ (i + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    while !stop.load(Ordering::Relaxed) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let aid = 1 + (rng % cfg.accounts as u64) as i32;
+        match c.query_one(&q, &[&aid]).await {
+            Ok(row) => {
+                st.reads.fetch_add(1, Ordering::Relaxed);
+                st.reader_reads.fetch_add(1, Ordering::Relaxed);
+                if row.get::<_, bool>(0) {
+                    st.replica_reads.fetch_add(1, Ordering::Relaxed);
+                    st.reader_replica.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                st.error(&e);
+                if c.is_closed() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn raw_client(i: u64, cfg: Arc<RawCfg>, start: Arc<tokio::sync::Barrier>, stop: Arc<AtomicBool>, st: Arc<Stats>) {
     let setup = async {
-        let w = connect(&cfg.write).await?;
+        let w = connect_at(&cfg.write, &cfg.level).await?;
         let r = match &cfg.read {
-            Some(url) => Some(connect(url).await?),
+            Some(url) => Some(connect_at(url, &cfg.level).await?),
             None => None,
         };
         Res::Ok((w, r))
@@ -125,6 +182,11 @@ async fn raw_client(i: u64, cfg: Arc<RawCfg>, start: Arc<tokio::sync::Barrier>, 
     };
     let rd: &Client = r.as_ref().unwrap_or(&w);
     let prepared = async {
+        if cfg.keyed {
+            for c in [&w, rd] {
+                c.simple_query(&format!("SET lsnpool.session_key = 'user:{i}'")).await?;
+            }
+        }
         let ins = w.prepare("INSERT INTO bench_raw (id, v) VALUES ($1, $2)").await?;
         let back = rd.prepare("SELECT pg_is_in_recovery(), (SELECT v FROM bench_raw WHERE id = $1)").await?;
         let other = rd.prepare("SELECT pg_is_in_recovery(), abalance FROM pgbench_accounts WHERE aid = $1").await?;
@@ -192,6 +254,7 @@ async fn raw(a: &Args) -> Res<()> {
     let clients: u64 = a.num("clients", 16)?;
     let seconds: f64 = a.num("seconds", 5.0)?;
     let csv = a.get("csv")?;
+    let readers: u64 = a.num("readers", 0)?;
     let setup = connect(&a.get("setup")?).await?;
     setup
         .batch_execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigint PRIMARY KEY, v int NOT NULL)")
@@ -206,13 +269,18 @@ async fn raw(a: &Args) -> Res<()> {
         k: a.num("k", 4)?,
         accounts: accounts.max(1) as i32,
         base: max + 1,
+        level: a.opt("level"),
+        keyed: a.num("keyed", 0u8)? == 1,
     });
     let st = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(tokio::sync::Barrier::new(clients as usize + 1));
+    let start = Arc::new(tokio::sync::Barrier::new((clients + readers) as usize + 1));
     let mut tasks = Vec::new();
     for i in 0..clients {
         tasks.push(tokio::spawn(raw_client(i, cfg.clone(), start.clone(), stop.clone(), st.clone())));
+    }
+    for i in 0..readers {
+        tasks.push(tokio::spawn(reader_client(i, cfg.clone(), start.clone(), stop.clone(), st.clone())));
     }
     start.wait().await;
     let t0 = Instant::now();
@@ -227,27 +295,32 @@ async fn raw(a: &Args) -> Res<()> {
         (g(&st.loops), g(&st.readbacks), g(&st.stale), g(&st.reads), g(&st.replica_reads));
     let pct = |n: u64, d: u64| if d == 0 { 0.0 } else { 100.0 * n as f64 / d as f64 };
     let first_error = st.first_error.lock().unwrap().clone().unwrap_or_default();
+    let (rr, rrep) = (g(&st.reader_reads), g(&st.reader_replica));
     println!(
-        "raw {label} delay={delay_ms}ms clients={clients} k={}: loops/s={:.0} stale={:.2}% ({stale}/{readbacks}) replica_reads={:.1}% ({replica}/{reads}) errors={} {first_error}",
+        "raw {label} delay={delay_ms}ms clients={clients} readers={readers} k={}: loops/s={:.0} reads/s={:.0} stale={:.2}% ({stale}/{readbacks}) replica_reads={:.1}% ({replica}/{reads}) reader_replica={:.1}% ({rrep}/{rr}) errors={} {first_error}",
         cfg.k,
         loops as f64 / elapsed,
+        reads as f64 / elapsed,
         pct(stale, readbacks),
         pct(replica, reads),
+        pct(rrep, rr),
         g(&st.errors)
     );
     let new = !std::path::Path::new(&csv).exists();
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&csv)?;
     if new {
-        writeln!(f, "label,delay_ms,clients,k,seconds,loops,loops_per_s,readbacks,stale,stale_pct,reads,replica_reads,replica_pct,errors,first_error")?;
+        writeln!(f, "label,delay_ms,clients,k,seconds,loops,loops_per_s,readbacks,stale,stale_pct,reads,replica_reads,replica_pct,errors,first_error,reads_per_s,reader_replica_pct")?;
     }
     writeln!(
         f,
-        "{label},{delay_ms},{clients},{},{elapsed:.2},{loops},{:.1},{readbacks},{stale},{:.3},{reads},{replica},{:.2},{},{first_error}",
+        "{label},{delay_ms},{clients},{},{elapsed:.2},{loops},{:.1},{readbacks},{stale},{:.3},{reads},{replica},{:.2},{},{first_error},{:.1},{:.2}",
         cfg.k,
         loops as f64 / elapsed,
         pct(stale, readbacks),
         pct(replica, reads),
-        g(&st.errors)
+        g(&st.errors),
+        reads as f64 / elapsed,
+        pct(rrep, rr)
     )?;
     Ok(())
 }

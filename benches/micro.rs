@@ -130,7 +130,7 @@ fn request(last_commit: u64, writes: bool) -> Request {
         writes,
         hint_primary: false,
         lsns,
-        global_commit: Lsn(0),
+        outside: lsnpool_router::Outside::default(),
         max_lag: Duration::from_secs(10),
         tiebreak: 7,
         // routing.probe_max_lag's default

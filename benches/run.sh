@@ -440,6 +440,45 @@ for d in "${RAW_DELAYS[@]}"; do
     raw_run "$d" "lsnpool (r1 + r2)" --write "$(url "$LSN_RAW_PORT" appdb)"
     raw_run "$d" "lsnpool (r2 only)" --write "$(url "$LSN_RAW_PORT" appdb_r2)"
 done
+# Cross-connection (issue 10): each writer writes on one connection and reads back on another,
+# beside 6 read-only clients, at r2 +300 ms; per level. A second instance sharing Redis (when
+# testenv's Redis answers on 56379) reads back what the first wrote.
+CROSS_CSV="$W/cross.csv"; rm -f "$CROSS_CSV"
+"$PGENV" delay 300ms >/dev/null || note "could not set r2's delay to 300ms"
+sleep 1
+cross_run() {  # cross_run LABEL args...
+    local label="$1"; shift
+    timeout $((RAW_SECONDS + 60)) "$LOADGEN" raw --label "$label" --delay-ms 300 --clients 6 --readers 6 --k "$RAW_K" \
+        --seconds "$RAW_SECONDS" --setup "$(url $PRIMARY $DB)" --csv "$CROSS_CSV" "$@" 2>>"$W/raw.log" | tee -a "$W/raw.log" >&2 \
+        || note "cross-connection $label failed (see $W/raw.log)"
+}
+# An instance on the shipped routing defaults (global, lsn_wait_timeout 20ms).
+lsnpool_config "$W/lsnpool-cross.toml" $((LSN_RAW_PORT + 10))
+start_lsnpool lsnpool-cross "$W/lsnpool-cross.toml" $((LSN_RAW_PORT + 10)) LSNPOOL_ROUTING__CONSISTENCY=global LSNPOOL_ROUTING__LSN_WAIT_TIMEOUT=20ms
+CROSS_PID=$STARTED_PID
+LSNU="$(url $((LSN_RAW_PORT + 10)) appdb)"
+cross_run "naive split (reads on r2)" --write "$(url $PRIMARY $DB)" --read "$(url $R2 $DB)"
+cross_run "primary only (strong)" --write "$LSNU" --read "$LSNU" --level strong
+cross_run "read-your-writes" --write "$LSNU" --read "$LSNU" --level read-your-writes
+cross_run "global (default)" --write "$LSNU" --read "$LSNU"
+cross_run "session key, embedded" --write "$LSNU" --read "$LSNU" --level session --keyed 1
+cross_run "linearizable" --write "$LSNU" --read "$LSNU" --level linearizable
+stop_pid "$CROSS_PID"
+if command -v redis-cli >/dev/null && redis-cli -p 56379 ping >/dev/null 2>&1; then
+    for i in 1 2; do
+        lsnpool_config "$W/lsnpool-redis$i.toml" $((LSN_RAW_PORT + 10 + i))
+        start_lsnpool "lsnpool-redis$i" "$W/lsnpool-redis$i.toml" $((LSN_RAW_PORT + 10 + i)) \
+            LSNPOOL_ROUTING__TOKEN_STORE=redis://127.0.0.1:56379 LSNPOOL_ROUTING__CONSISTENCY=global LSNPOOL_ROUTING__LSN_WAIT_TIMEOUT=20ms
+        REDIS_PIDS+=("$STARTED_PID")
+    done
+    sleep 3
+    R1U="$(url $((LSN_RAW_PORT + 11)) appdb)"; R2U="$(url $((LSN_RAW_PORT + 12)) appdb)"
+    cross_run "session key, Redis, 2 instances" --write "$R1U" --read "$R2U" --level session --keyed 1
+    cross_run "global, Redis, 2 instances" --write "$R1U" --read "$R2U"
+    for pid in "${REDIS_PIDS[@]}"; do stop_pid "$pid"; done
+else
+    note "no Redis on 127.0.0.1:56379 (testenv/pgenv.sh up starts one): the Redis rows are skipped"
+fi
 "$PGENV" delay 0 >/dev/null || note "could not restore r2's delay to 0"
 stop_pid "$RAW_PID"
 "$LOADGEN" chart --csv "$RAW_CSV" --out "$RES/stale_vs_delay.png" >&2 || note "chart failed"
@@ -672,6 +711,23 @@ if [[ -s "$RAW_CSV" ]]; then
         err = ($14 > 0) ? $14 " (`" $15 "`)" : "0"
         printf "| %s ms | %s | %.0f | %.2f %% (%s / %s) | %.1f %% | %s |\n", $2, $1, $7, $10, $9, $8, $13, err
     }' "$RAW_CSV"
+fi
+echo
+
+echo "## Read-after-write across connections (issue 10)"
+echo
+echo "\`loadgen raw --read <same pooler> --readers 6\`: 6 writers each INSERT on one connection and read the row back at once on"
+echo "another (an application's pool), then $RAW_K more reads; 6 more clients only read. r2 +300 ms, ${RAW_SECONDS} s per row. The"
+echo "lsnpool rows use \`lsnpool.consistency\` as named (the instance's default is read-your-writes for the rows above;"
+echo "\`global (default)\` is the shipped default). Redis rows: written through one instance, read through another."
+echo
+echo "| level / target | stale read-backs | reads on replicas (read-only clients) | reads/s | errors |"
+echo "|---|---:|---:|---:|---|"
+if [[ -s "${CROSS_CSV:-}" ]]; then
+    awk -F',' 'NR > 1 {
+        err = ($14 > 0) ? $14 " (`" $15 "`)" : "0"
+        printf "| %s | %.2f %% (%s / %s) | %.1f %% | %.0f | %s |\n", $1, $10, $9, $8, $17, $16, err
+    }' "$CROSS_CSV"
 fi
 echo
 

@@ -161,7 +161,7 @@ async fn disable_and_enable_routing_under_load_without_a_client_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_enabled_false_in_the_config_sends_everything_to_the_primary() {
     let _topo = shared();
-    let p = PoolerOpts::new().routing("enabled", "false").start();
+    let p = PoolerOpts::new().routing_raw("enabled", "false").start();
     let c = p.app().await;
     for _ in 0..5 {
         assert_eq!(port_of(&c, "").await.expect("read"), PRIMARY);
@@ -175,7 +175,7 @@ async fn routing_enabled_false_in_the_config_sends_everything_to_the_primary() {
 
 /// r2 alone, replaying 300 ms late, kept behind by a writer straight to the primary.
 fn lagging_r2_opts() -> PoolerOpts {
-    PoolerOpts::new().replica_list("[\"127.0.0.1:55434\"]").routing("probe_max_lag", "\"0ms\"")
+    PoolerOpts::new().replica_list("[\"127.0.0.1:55434\"]").routing_raw("probe_max_lag", "\"0ms\"")
 }
 
 async fn wait_r2_in_rotation(p: &Pooler) -> Conn {
@@ -302,10 +302,10 @@ async fn the_breaker_trips_under_a_saturated_primary_degrades_non_critical_reads
     let opts = lagging_r2_opts()
         .pool_size(2)
         .query_wait_timeout("20s")
-        .routing("degrade", "true")
-        .routing("breaker_window", "\"1s\"")
-        .routing("breaker_max_waiting", "1")
-        .routing("breaker_max_lag", "\"60s\"")
+        .routing_raw("degrade", "true")
+        .routing_raw("breaker_window", "\"1s\"")
+        .routing_raw("breaker_max_waiting", "1")
+        .routing_raw("breaker_max_lag", "\"60s\"")
         .tail("[[rules]]\nname = \"checkout\"\nmatch = 'critical_marker'\nconsistency = \"read-your-writes\"\ncritical = true\n");
     let p = opts.start();
     let a = wait_r2_in_rotation(&p).await;

@@ -85,11 +85,11 @@ pub struct PoolerOpts {
     pooler: BTreeMap<String, String>,
     users: Vec<(String, Option<String>, Option<usize>)>,
     env: Vec<(String, String)>,
+    /// `[routing]` keys, raw TOML values.
+    routing: BTreeMap<String, String>,
     /// List the streaming replicas in the cluster (on by default; `primary_only()` turns it
     /// off so all traffic goes to the primary, as the pooler-fidelity tests expect).
     replicas: bool,
-    /// `[routing]` keys over the defaults below, as raw TOML values.
-    routing: BTreeMap<String, String>,
     /// Raw TOML lines added to `[clusters.appdb]`, and raw TOML after it (`[[rules]]`).
     cluster_lines: Vec<String>,
     tail: String,
@@ -154,6 +154,18 @@ impl PoolerOpts {
         self.set(key, &toml_str(value))
     }
 
+    /// Sets a `[routing]` key to a string value.
+    pub fn routing(mut self, key: &str, value: &str) -> Self {
+        self.routing.insert(key.to_string(), toml_str(value));
+        self
+    }
+
+    /// Leaves a `[routing]` key at lsnpool's default.
+    pub fn routing_default(mut self, key: &str) -> Self {
+        self.routing.remove(key);
+        self
+    }
+
     pub fn pool_size(self, n: usize) -> Self {
         self.set("default_pool_size", &n.to_string())
     }
@@ -184,7 +196,7 @@ impl PoolerOpts {
     }
 
     /// Sets a `[routing]` key to a raw TOML value.
-    pub fn routing(mut self, key: &str, toml_value: &str) -> Self {
+    pub fn routing_raw(mut self, key: &str, toml_value: &str) -> Self {
         self.routing.insert(key.to_string(), toml_value.to_string());
         self
     }

@@ -219,15 +219,30 @@ pub struct RoutingConfig {
     /// ... or when the oldest of them has waited longer than this (0: not a trigger).
     #[serde(with = "humantime_serde")]
     pub breaker_max_wait: Duration,
+    /// Where session keys and (shared) the newest commit live: "embedded" (this process) or
+    /// "redis://HOST:PORT" (shared by several lsnpool instances).
+    pub token_store: String,
+    /// A session key's commit counts this long after it was made.
+    #[serde(with = "humantime_serde")]
+    pub session_key_ttl: Duration,
+    /// Deadline of one token store call; a store slower than this counts as down (the read
+    /// goes to the primary).
+    #[serde(with = "humantime_serde")]
+    pub token_store_timeout: Duration,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
-            consistency: Consistency::ReadYourWrites,
+            // Never stale for any reader, whichever connection wrote (issue 10): applications
+            // write on one pooled connection and read on another.
+            consistency: Consistency::Global,
             lsn_poll_interval: Duration::from_millis(10),
             max_replica_lag: Duration::from_secs(10),
-            lsn_wait_timeout: Duration::ZERO,
+            // Long enough for a streaming replica to replay a fresh commit and be polled on
+            // demand (typically 1–3 ms), short enough that a read stuck behind a lagging
+            // replica costs little before it uses the primary (docs/ARCHITECTURE.md).
+            lsn_wait_timeout: Duration::from_millis(20),
             capture_commit_lsn: true,
             probe_max_lag: Duration::from_millis(5),
             enabled: true,
@@ -236,6 +251,9 @@ impl Default for RoutingConfig {
             breaker_max_lag: Duration::from_secs(1),
             breaker_max_waiting: 0,
             breaker_max_wait: Duration::ZERO,
+            token_store: "embedded".into(),
+            session_key_ttl: Duration::from_secs(60),
+            token_store_timeout: Duration::from_millis(20),
         }
     }
 }

@@ -49,6 +49,14 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("routing.lsn_poll_interval", "must be greater than 0"));
     }
 
+    let store = c.routing.token_store.trim();
+    if !(store.is_empty() || store == "embedded" || store.starts_with("redis://")) {
+        return Err(ConfigError::invalid("routing.token_store", format!("\"{store}\" is neither \"embedded\" nor a redis://HOST:PORT address")));
+    }
+    if c.routing.token_store_timeout.is_zero() {
+        return Err(ConfigError::invalid("routing.token_store_timeout", "must be greater than 0"));
+    }
+
     if c.users.is_empty() {
         return Err(ConfigError::invalid("users", "define at least one [[users]] entry"));
     }

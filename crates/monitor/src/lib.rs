@@ -6,6 +6,7 @@
 
 mod addr;
 mod clock;
+mod demand;
 mod poller;
 mod state;
 mod wait;

@@ -252,7 +252,14 @@ impl Poller {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut polled_ok = false;
         loop {
-            ticker.tick().await;
+            // Someone waiting for a fresh value: poll again at once (see `demand`).
+            if !node.demand.wanted() {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = node.demand.woken() => {}
+                }
+            }
+            let number = node.demand.start_poll();
             let started = monotonic_micros();
             let row = match timeout(poll_timeout, conn.client.query_one(&conn.statement, &[])).await
             {
@@ -272,6 +279,7 @@ impl Poller {
                     polled_ok,
                 );
             }
+            node.demand.finish_poll(number);
             polled_ok = true;
             gauges.up.set(1.0);
             if logged.up != Some(true) {

@@ -46,6 +46,8 @@ pub(crate) struct NodeState {
     /// Signalled when the LSN advances or the node enters/leaves rotation; waiters in
     /// `wait_for_replay` sleep on it instead of polling.
     pub(crate) changed: Notify,
+    /// Readers waiting for this node make its poller poll back to back.
+    pub(crate) demand: crate::demand::Demand,
 }
 
 impl NodeState {
@@ -62,6 +64,7 @@ impl NodeState {
             outstanding: AtomicU32::new(0),
             reads_routed: AtomicU64::new(0),
             changed: Notify::new(),
+            demand: crate::demand::Demand::default(),
         }
     }
 

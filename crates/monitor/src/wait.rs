@@ -22,7 +22,13 @@ impl ClusterState {
         let Some(n) = self.replica(node) else {
             return false;
         };
+        if n.in_rotation() && n.lsn() >= lsn.0 {
+            return true;
+        }
         let deadline = Instant::now() + timeout;
+        // Polls back to back while we wait: the first poll that sees `lsn` wakes us, not the
+        // next interval tick.
+        let _waiting = n.demand.wait();
         loop {
             let mut notified = pin!(n.changed.notified());
             // Register before checking: a poll that lands between the check and the await
@@ -36,6 +42,26 @@ impl ClusterState {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return false;
+            }
+        }
+    }
+
+    /// The primary's current WAL position as of now: the answer of the first primary poll
+    /// sent after this call (asked for at once), shared with every caller that came before it
+    /// was sent. `None` if no such poll is answered within `timeout` (the primary is down).
+    pub async fn fresh_primary_lsn(&self, timeout: Duration) -> Option<Lsn> {
+        let n = self.primary_node();
+        let deadline = Instant::now() + timeout;
+        let wanted = n.demand.next_poll();
+        let _waiting = n.demand.wait();
+        loop {
+            let mut polled = pin!(n.demand.polled.notified());
+            polled.as_mut().enable();
+            if n.demand.polled_since(wanted) {
+                return Some(Lsn(n.lsn()));
+            }
+            if tokio::time::timeout_at(deadline, polled).await.is_err() {
+                return None;
             }
         }
     }

@@ -3,7 +3,7 @@
 use crate::prepared::ClientStatements;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
-use lsnpool_router::{classify_bytes, Classification, Deallocate, Hint, PoolerCommand, RuleAction, StatementClass};
+use lsnpool_router::{classify_bytes, leading_directives, Classification, Deallocate, Hint, Lsn, PoolerCommand, RuleAction, StatementClass};
 
 /// Classifications of a batch's Query and Parse frames by their offset in the client's read
 /// buffer: the first few only, inline (a batch rarely holds more), so nothing is allocated.
@@ -50,6 +50,10 @@ pub struct BatchInfo {
     /// What the first query rule matching the batch asks for (set by the session's
     /// `SessionRules`, not by `analyze`).
     pub rule: Option<RuleAction>,
+    /// `/* lsnpool:session_key=… */` on the first statement: the key is `buf[start..end]`.
+    pub session_key: Option<(usize, usize)>,
+    /// `/* lsnpool:min_lsn=… */` on the first statement.
+    pub min_lsn: Option<Lsn>,
 }
 
 /// Reads the frames of the client's next implicit transaction (up to its first Sync or
@@ -66,7 +70,11 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
         offset += h.frame_len;
         let class = match h.tag {
             frontend::QUERY => {
-                let c = classify_bytes(frontend::parse_query(frame).unwrap_or_default());
+                let text = frontend::parse_query(frame).unwrap_or_default();
+                if first_statement {
+                    directives(&mut info, buf, text);
+                }
+                let c = classify_bytes(text);
                 info.classified.push(start, c);
                 Some(c)
             }
@@ -74,6 +82,9 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
                 let parse = frontend::parse_parse(frame);
                 only_named_parses &= parse.as_ref().is_some_and(|p| !p.name.is_empty());
                 parse.map(|p| {
+                    if first_statement {
+                        directives(&mut info, buf, p.query);
+                    }
                     let c = classify_bytes(p.query);
                     info.classified.push(start, c);
                     c
@@ -131,6 +142,13 @@ pub fn analyze(buf: &[u8], max_message_size: usize, statements: &ClientStatement
     info
 }
 
+/// The session key and token in the leading comments of `text` (a slice of `buf`).
+fn directives(info: &mut BatchInfo, buf: &[u8], text: &[u8]) {
+    let d = leading_directives(text);
+    let base = (text.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    info.session_key = d.session_key.map(|(s, e)| (base + s as usize, base + e as usize)).filter(|(_, e)| *e <= buf.len());
+    info.min_lsn = d.min_lsn;
+}
 
 /// A pooler command sent as Parse, Bind, an optional Describe, Execute and Sync, all of the
 /// unnamed statement and portal, without parameters and with text results.
@@ -157,7 +175,7 @@ pub enum Extended {
 /// Reads the batch at the start of `buf`, whose first frame [`analyze`] found to be an unnamed
 /// Parse of the pooler command `cmd`.
 pub fn extended_command(buf: &[u8], max_message_size: usize, cmd: PoolerCommand) -> Extended {
-    let show = cmd == PoolerCommand::ShowConsistency;
+    let show = cmd.shows().is_some();
     let mut frames = Frames::new(buf, max_message_size).map_while(Result::ok);
     let mut len = 0;
     let mut describe = None;

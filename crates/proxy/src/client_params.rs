@@ -19,7 +19,26 @@ pub fn session_params(startup: &Startup) -> Result<ParamSync, String> {
     if let Some(options) = startup.param("options") {
         pairs.extend(parse_options(options)?);
     }
+    // lsnpool's own settings are lsnpool's: a server would take them as placeholders.
+    pairs.retain(|(k, _)| !is_lsnpool(k));
     Ok(ParamSync::new(pairs))
+}
+
+fn is_lsnpool(name: &str) -> bool {
+    name.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("lsnpool."))
+}
+
+/// `lsnpool.report_commit_lsn` from the startup packet or its `options` (`-c name=on`).
+pub fn reports_commit_lsn(startup: &Startup) -> bool {
+    let from_options = startup.param("options").and_then(|o| parse_options(o).ok()).unwrap_or_default();
+    let on = |v: &str| ["on", "true", "yes", "1"].iter().any(|t| v.trim().eq_ignore_ascii_case(t));
+    startup
+        .params
+        .iter()
+        .chain(from_options.iter())
+        .filter(|(k, _)| k.eq_ignore_ascii_case("lsnpool.report_commit_lsn"))
+        .next_back()
+        .is_some_and(|(_, v)| on(v))
 }
 
 /// libpq's `options`: space-separated `-c name=value` or `--name=value`; `\ ` escapes a space.

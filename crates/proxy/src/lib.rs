@@ -6,6 +6,7 @@ mod auth_guard;
 mod batch;
 mod breaker;
 mod budget;
+mod causal;
 mod cancel;
 mod client_params;
 mod controls;
@@ -24,6 +25,7 @@ mod routing;
 mod rules;
 mod session;
 mod stats;
+mod token_store;
 mod topology;
 
 pub use janitor::{spawn_janitor, STATS_PERIOD};

@@ -37,6 +37,8 @@ pub struct LoggedIn {
     pub user: Arc<User>,
     pub params: ParamSync,
     pub registration: Registration,
+    /// `lsnpool.report_commit_lsn` was on in the startup packet (or its `options`).
+    pub report_commit_lsn: bool,
     /// Holds the client's place under max_client_conn for as long as the session lives.
     pub _guard: ClientGuard,
 }
@@ -178,7 +180,8 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
     if let Err(e) = stream.write_all(&out).await {
         return Err(e.into());
     }
-    Ok(Accepted::Session(Box::new(LoggedIn { topology, db, user, params, registration, _guard: guard })))
+    let report_commit_lsn = crate::client_params::reports_commit_lsn(&startup);
+    Ok(Accepted::Session(Box::new(LoggedIn { topology, db, user, params, registration, report_commit_lsn, _guard: guard })))
 }
 
 /// Protocol 3.2 and `_pq_.` options are not spoken here: NegotiateProtocolVersion says 3.0.

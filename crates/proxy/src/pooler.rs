@@ -7,6 +7,7 @@ use crate::db_flags::DbFlags;
 use crate::stats::{Averages, StatsPeriods};
 use crate::topology::Topology;
 use std::path::PathBuf;
+use crate::token_store::TokenStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
@@ -34,6 +35,9 @@ pub struct Pooler {
     rules_generation: AtomicU64,
     /// Decoy verifiers for unknown users and the per-address failed-login delay.
     pub(crate) auth_guard: crate::auth_guard::AuthGuard,
+    /// Session keys' commits and, when shared, the newest commit (`routing.token_store`;
+    /// chosen at start, not changed by RELOAD).
+    pub(crate) token_store: Arc<TokenStore>,
 }
 
 /// One admitted client; gives its place back when dropped.
@@ -49,7 +53,16 @@ impl Drop for ClientGuard {
 impl Pooler {
     pub fn new(topology: Topology, config_path: PathBuf) -> Arc<Pooler> {
         let rules_generation = AtomicU64::new(topology.rules.generation);
+        let routing = &topology.config.routing;
+        let token_store = TokenStore::from_config(routing).unwrap_or_else(|e| {
+            // Validation accepted the URL's shape; a URL redis cannot use is reported and the
+            // instance keeps its guarantees alone.
+            tracing::error!(error = %e, "token store unusable; session keys stay in this process");
+            TokenStore::embedded(routing.session_key_ttl)
+        });
+        tracing::info!(store = %token_store.describe(), "token store");
         Arc::new(Pooler {
+            token_store: Arc::new(token_store),
             topology: RwLock::new(Arc::new(topology)),
             clients: Arc::new(ClientRegistry::default()),
             admitted: AtomicUsize::new(0),

@@ -22,7 +22,8 @@ use deadpool::managed::Object;
 use lsnpool_config::{PoolMode, RoutingConfig};
 use lsnpool_pool::ServerManager;
 use lsnpool_protocol::backend::TxStatus;
-use lsnpool_router::{decide, ClientLsns, Consistency, Decision, Hint, Lsn, NodeId, PrimaryReason, ReplicaView, Request, Route, RoutingMode};
+use crate::causal::Causal;
+use lsnpool_router::{decide, ClientLsns, Consistency, Decision, Hint, Lsn, Need, NodeId, Outside, PrimaryReason, ReplicaView, Request, Route, RoutingMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,8 @@ pub struct Surroundings<'a> {
 pub struct ClientRouter {
     /// The session's level: the database's, changed by `SET lsnpool.consistency`.
     pub consistency: Consistency,
+    /// Session keys, tokens and the token store: what a read needs from outside the client.
+    pub causal: Causal,
     lsns: ClientLsns,
     db: Arc<Database>,
     cluster: Arc<ClusterState>,
@@ -73,8 +76,13 @@ pub struct ClientRouter {
 }
 
 impl ClientRouter {
-    pub fn new(db: Arc<Database>, cluster: Arc<ClusterState>, tiebreak: u32) -> ClientRouter {
-        ClientRouter { consistency: db.consistency, lsns: ClientLsns::default(), db, cluster, views: Vec::new(), tiebreak, hold: None }
+    pub fn new(db: Arc<Database>, cluster: Arc<ClusterState>, tiebreak: u32, causal: Causal) -> ClientRouter {
+        ClientRouter { consistency: db.consistency, causal, lsns: ClientLsns::default(), db, cluster, views: Vec::new(), tiebreak, hold: None }
+    }
+
+    /// What the client has seen (SHOW lsnpool.min_lsn reads its token).
+    pub fn lsns_mut(&mut self) -> &mut ClientLsns {
+        &mut self.lsns
     }
 
     pub fn cluster(&self) -> &Arc<ClusterState> {
@@ -99,13 +107,23 @@ impl ClientRouter {
             (Some(c), _) | (None, Some(Hint::Consistency(c))) => c,
             _ => self.consistency,
         };
+        // Step 0: what the read must see from outside the client (token store, primary).
+        // (Not for what goes to the primary anyway: a write, `strong`, a primary hint.)
+        let reads = (!batch.writes || self.db.mode == RoutingMode::ReplicaOnly)
+            && consistency != Consistency::Strong
+            && batch.hint != Some(Hint::Primary);
+        let outside = if reads { self.causal.outside(consistency, &self.cluster).await } else { Ok(Outside::default()) };
+        let outside = match outside {
+            Ok(o) => o,
+            Err(need) => return (self.unknown_need(need, consistency), None),
+        };
         let request = Request {
             mode: self.db.mode,
             consistency,
             writes: batch.writes,
             hint_primary: batch.hint == Some(Hint::Primary),
             lsns: self.lsns,
-            global_commit: self.cluster.highest_commit_lsn(),
+            outside,
             // The most specific threshold wins: the rule's, the alias's or cluster's, the default.
             max_lag: rule.and_then(|r| r.max_lag).or(self.db.max_lag).unwrap_or(env.routing.max_replica_lag),
             tiebreak: self.tiebreak,
@@ -115,7 +133,11 @@ impl ClientRouter {
         };
         crate::replicas::views(&self.cluster, &mut self.views);
         let mut decision = decide(&request, &self.views);
-        if let Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. } = decision {
+        // With a catch-up wait configured the probe is skipped: the wait's on-demand polls
+        // serve every waiting read with one query each, where a probe costs each read a round
+        // trip (measured: docs/ARCHITECTURE.md, "Read-your-writes across connections").
+        let waits = !env.routing.lsn_wait_timeout.is_zero();
+        if let (false, Decision::Primary { reason: PrimaryReason::LagFallback, probe: Some(node), needed, .. }) = (waits, decision) {
             if let Some((server, replay_lsn)) = self.probe(env, node, needed).await {
                 DbStats::add(&self.db.stats.probe_hits, 1);
                 return (self.replica(node, replay_lsn), Some(server));
@@ -147,11 +169,13 @@ impl ClientRouter {
                 tracing::debug!(replica = node.0, %replay_lsn, "read routed to replica");
                 (self.replica(node, replay_lsn), None)
             }
-            Decision::Primary { reason, .. } => {
-                tracing::debug!(reason = reason.as_str(), "routed to primary");
+            Decision::Primary { reason, need, .. } => {
+                tracing::debug!(reason = reason.as_str(), need = need.as_str(), "routed to primary");
+                if reason == PrimaryReason::LagFallback {
+                    self.db.stats.fallback(need);
+                }
                 let mut target = self.primary(reason);
-                target.capture_reads = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp)
-                    && matches!(consistency, Consistency::ReadYourWrites | Consistency::Global);
+                target.capture_reads = matches!(reason, PrimaryReason::LagFallback | PrimaryReason::NoReplicaUp) && monotonic(consistency);
                 (target, None)
             }
         }
@@ -204,6 +228,16 @@ impl ClientRouter {
         caught_up
     }
 
+    /// A read whose requirement could not be learned: the primary, which sees everything;
+    /// counted as a lag fallback of that requirement.
+    fn unknown_need(&self, need: Need, consistency: Consistency) -> Target {
+        tracing::debug!(need = need.as_str(), "requirement unknown; routed to primary");
+        self.db.stats.fallback(need);
+        let mut target = self.primary(PrimaryReason::LagFallback);
+        target.capture_reads = monotonic(consistency);
+        target
+    }
+
     fn primary(&self, reason: PrimaryReason) -> Target {
         DbStats::add(self.db.stats.primary(reason), 1);
         self.db.stats.metrics.routed_primary(reason).increment(1);
@@ -237,4 +271,10 @@ impl ClientRouter {
     pub fn learn_read(&mut self, lsn: Lsn) {
         self.lsns.learn_read(lsn);
     }
+}
+
+/// Levels whose reads never go back: a read the primary serves in a replica's place records
+/// how far it saw.
+fn monotonic(level: Consistency) -> bool {
+    !matches!(level, Consistency::Strong | Consistency::Bounded | Consistency::Eventual)
 }

@@ -63,7 +63,8 @@ impl Session {
         pipelined: BytesMut,
     ) -> Session {
         let max_message_size = login.topology.config.pooler.max_message_size;
-        let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32);
+        let causal = crate::causal::Causal::new(pooler.token_store.clone(), login.report_commit_lsn);
+        let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32, causal);
         DbStats::add(&login.db.stats.client_login_count, 1);
         Session {
             rules: SessionRules::new(login.topology.rules.clone()),
@@ -168,19 +169,24 @@ impl Session {
     async fn transaction(&mut self) -> Result<(), &'static str> {
         let mut info = batch::analyze(&self.client.rbuf, self.client.max_message_size, &self.statements);
         if let Some(cmd) = info.pooler {
-            if let Ok(Some(h)) = peek_header(&self.client.rbuf, self.client.max_message_size) {
-                self.client.rbuf.advance(h.frame_len);
-            }
+            let len = peek_header(&self.client.rbuf, self.client.max_message_size).ok().flatten().map_or(0, |h| h.frame_len);
+            let frame = self.client.rbuf.split_to(len);
+            let sql = frontend::parse_query(&frame).unwrap_or_default();
             let default = self.login.db.consistency;
-            local::answer(cmd, &mut self.router.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+            local::answer(cmd, sql, &mut self.router, default, &mut self.client.wbuf, TxStatus::Idle);
             return Ok(());
         }
         if let Some(cmd) = info.parsed_pooler {
             match batch::extended_command(&self.client.rbuf, self.client.max_message_size, cmd) {
                 batch::Extended::Answer(x) => {
-                    self.client.rbuf.advance(x.len);
+                    let batch = self.client.rbuf.split_to(x.len);
+                    let sql = Frames::new(&batch, self.client.max_message_size)
+                        .map_while(Result::ok)
+                        .next()
+                        .and_then(|(_, frame)| frontend::parse_parse(frame))
+                        .map_or(&[][..], |p| p.query);
                     let default = self.login.db.consistency;
-                    local::answer_extended(cmd, x.describe, &mut self.router.consistency, default, &mut self.client.wbuf, TxStatus::Idle);
+                    local::answer_extended(cmd, sql, x.describe, &mut self.router, default, &mut self.client.wbuf, TxStatus::Idle);
                 }
                 // The rest of the batch decides who answers it: wait for it.
                 batch::Extended::Incomplete => match self.read_idle().await {
@@ -214,6 +220,8 @@ impl Session {
             let (buf, max) = (&self.client.rbuf, self.client.max_message_size);
             info.rule = self.rules.for_batch(&self.pooler, &self.login.db, &self.login.user.name, buf, max, &self.statements);
         }
+        let key = info.session_key.and_then(|(start, end)| self.client.rbuf.get(start..end));
+        self.router.causal.for_statement(key, info.min_lsn);
         let mut forced = None;
         let mut replays = 0;
         loop {
@@ -260,16 +268,28 @@ impl Session {
             let slot = self.slot().clone();
             slot.set_server(Some(server.key));
             let started = Instant::now();
-            let (outcome, may_write, session_changed, session_bound, captured, captured_read) = {
-                let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster };
+            let (outcome, may_write, session_changed, session_bound, captured, captured_read, commit_ready) = {
+                let commits = crate::relay::CommitNotice {
+                    report_lsn: self.router.causal.report_commit_lsn,
+                    defer_ready: self.router.causal.defers_commit(),
+                };
+                let state = SessionState { statements: &mut self.statements, params: &mut self.login.params, cluster: &cluster, commits };
                 let mut relay = Relay::new(&mut self.client, &mut server, state, plan);
                 let outcome = relay.run().await;
                 crate::stats::record_transaction(&self.login.db, &relay.stats, started, target.route);
-                (outcome, relay.may_write, relay.session_changed, relay.session_bound, relay.captured, relay.captured_read)
+                (outcome, relay.may_write, relay.session_changed, relay.session_bound, relay.captured, relay.captured_read, relay.commit_ready.take())
             };
             slot.set_server(None);
             if let Some(lsn) = captured {
                 self.router.learn_commit(lsn);
+            }
+            if let Some(ready) = commit_ready {
+                // The client sees its commit only once the commit is where other connections
+                // (and instances) will look for it.
+                if let Some(lsn) = captured {
+                    self.router.causal.record_commit(cluster.name(), lsn).await;
+                }
+                self.client.wbuf.extend_from_slice(&ready);
             }
             if let Some(lsn) = captured_read {
                 self.router.learn_read(lsn);
@@ -405,6 +425,9 @@ impl Session {
                 if let Some(lsn) = reply.value.as_deref().and_then(Lsn::from_text) {
                     DbStats::add(&self.login.db.stats.lsn_capture_round_trips, 1);
                     self.router.learn_commit(lsn);
+                    // Late (the client has its ReadyForQuery), but keyed reads from now on see it.
+                    let cluster = self.router.cluster().clone();
+                    self.router.causal.record_commit(cluster.name(), lsn).await;
                 }
             }
             Err(e) => tracing::warn!(node = %server.label, error = %e, "could not read the commit LSN"),

@@ -1,7 +1,7 @@
 //! Per-database counters: what SHOW STATS / SHOW ROUTING read and /metrics mirrors.
 //! Plain atomics, bumped once per transaction, so the relay takes no lock for them.
 
-use lsnpool_router::PrimaryReason;
+use lsnpool_router::{Need, PrimaryReason};
 use metrics::{Counter, Histogram};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +22,8 @@ pub struct DbMetrics {
     pub catchup_wait_seconds: Histogram,
     pub routed_replica: Counter,
     routed_primary: [Counter; PrimaryReason::ALL.len()],
+    /// Lag fallbacks by the requirement that was not met (or could not be learned).
+    fallbacks: [Counter; Need::ALL.len()],
 }
 
 impl DbMetrics {
@@ -42,6 +44,7 @@ impl DbMetrics {
             routed_primary: PrimaryReason::ALL.map(|r| {
                 metrics::counter!("lsnpool_routing_decisions_total", "database" => db.clone(), "route" => "primary", "reason" => r.as_str())
             }),
+            fallbacks: Need::ALL.map(|n| metrics::counter!("lsnpool_lag_fallbacks_total", "database" => db.clone(), "need" => n.as_str())),
         }
     }
 
@@ -75,6 +78,9 @@ pub struct DbStats {
     pub probe_misses: AtomicU64,
     /// Reads a staler replica served because the primary was spared (breaker, read budget).
     pub degraded_reads: AtomicU64,
+    /// Lag fallbacks by the requirement behind them (own commit, session key, token, global,
+    /// linearizable, token store down).
+    fallback_by_need: [AtomicU64; Need::ALL.len()],
 }
 
 impl DbStats {
@@ -102,6 +108,7 @@ impl DbStats {
             probe_hits: AtomicU64::new(0),
             probe_misses: AtomicU64::new(0),
             degraded_reads: AtomicU64::new(0),
+            fallback_by_need: Default::default(),
         }
     }
 
@@ -117,6 +124,16 @@ impl DbStats {
 
     pub fn primary(&self, reason: PrimaryReason) -> &AtomicU64 {
         &self.primary_by_reason[reason as usize]
+    }
+
+    /// Counts a lag fallback under the requirement behind it.
+    pub fn fallback(&self, need: Need) {
+        Self::add(&self.fallback_by_need[need as usize], 1);
+        self.metrics.fallbacks[need as usize].increment(1);
+    }
+
+    pub fn fallbacks(&self, need: Need) -> u64 {
+        Self::get(&self.fallback_by_need[need as usize])
     }
 }
 
@@ -206,6 +223,35 @@ impl StatsPeriods {
     }
 }
 
+/// Counts one relayed transaction in the database's totals and metrics.
+pub fn record_transaction(db: &crate::topology::Database, stats: &crate::relay::RelayStats, started: std::time::Instant, route: lsnpool_router::Route) {
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let s = &db.stats;
+    DbStats::add(&s.xact_count, 1);
+    DbStats::add(&s.query_count, stats.queries.max(1));
+    DbStats::add(&s.received, stats.bytes_from_client);
+    DbStats::add(&s.sent, stats.bytes_to_client);
+    DbStats::add(&s.xact_time_us, elapsed_us);
+    DbStats::add(&s.query_time_us, elapsed_us);
+    DbStats::add(&s.client_parse_count, stats.client_parses);
+    DbStats::add(&s.server_parse_count, stats.server_parses);
+    DbStats::add(&s.bind_count, stats.binds);
+    let m = &s.metrics;
+    let (xacts, queries) = match route {
+        lsnpool_router::Route::Primary => (&m.transactions_primary, &m.queries_primary),
+        lsnpool_router::Route::Replica(_) => (&m.transactions_replica, &m.queries_replica),
+    };
+    xacts.increment(1);
+    queries.increment(stats.queries.max(1));
+    m.bytes_received.increment(stats.bytes_from_client);
+    m.bytes_sent.increment(stats.bytes_to_client);
+    m.transaction_seconds.record(elapsed_us as f64 / 1e6);
+    if let Some(code) = stats.first_error {
+        let class = String::from_utf8_lossy(&code[..2]).into_owned();
+        metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,31 +281,3 @@ mod tests {
     }
 }
 
-/// Counts one relayed transaction in its database's totals and metrics.
-pub fn record_transaction(db: &crate::topology::Database, stats: &crate::relay::RelayStats, started: std::time::Instant, route: lsnpool_router::Route) {
-    let elapsed_us = started.elapsed().as_micros() as u64;
-    let s = &db.stats;
-    DbStats::add(&s.xact_count, 1);
-    DbStats::add(&s.query_count, stats.queries.max(1));
-    DbStats::add(&s.received, stats.bytes_from_client);
-    DbStats::add(&s.sent, stats.bytes_to_client);
-    DbStats::add(&s.xact_time_us, elapsed_us);
-    DbStats::add(&s.query_time_us, elapsed_us);
-    DbStats::add(&s.client_parse_count, stats.client_parses);
-    DbStats::add(&s.server_parse_count, stats.server_parses);
-    DbStats::add(&s.bind_count, stats.binds);
-    let m = &s.metrics;
-    let (xacts, queries) = match route {
-        lsnpool_router::Route::Primary => (&m.transactions_primary, &m.queries_primary),
-        lsnpool_router::Route::Replica(_) => (&m.transactions_replica, &m.queries_replica),
-    };
-    xacts.increment(1);
-    queries.increment(stats.queries.max(1));
-    m.bytes_received.increment(stats.bytes_from_client);
-    m.bytes_sent.increment(stats.bytes_to_client);
-    m.transaction_seconds.record(elapsed_us as f64 / 1e6);
-    if let Some(code) = stats.first_error {
-        let class = String::from_utf8_lossy(&code[..2]).into_owned();
-        metrics::counter!("lsnpool_errors_total", "class" => class).increment(1);
-    }
-}

@@ -43,6 +43,7 @@
 //! `classify` is a pure function of the text: `c.bench_function("classify", |b|
 //! b.iter(|| classify(black_box("SELECT abalance FROM pgbench_accounts WHERE aid = $1"))))`.
 
+mod directives;
 mod keywords;
 mod lexer;
 mod statement;
@@ -51,6 +52,7 @@ mod tests;
 
 use crate::Consistency;
 use lexer::{Kind, Lexer};
+pub use directives::{leading_directives, Directives};
 use statement::{Out, Stmt};
 use std::borrow::Cow;
 
@@ -116,6 +118,54 @@ pub enum PoolerCommand {
     ShowConsistency,
     /// `SET lsnpool.consistency` with a missing or unknown value: answer with an error.
     InvalidConsistency,
+    /// `SET lsnpool.session_key = 'user:42'`: the value is `sql[start..end]` (unquoted).
+    SetSessionKey { start: u32, end: u32 },
+    /// `SET lsnpool.report_commit_lsn = on|off`.
+    SetReportCommitLsn(bool),
+    /// `SET lsnpool.min_lsn = '0/16B3748'`: a commit token for the session's reads.
+    SetMinLsn(crate::Lsn),
+    /// `RESET` (or `SET … TO DEFAULT`) of one of the other lsnpool settings.
+    Reset(LsnpoolSetting),
+    /// `SHOW` of one of the other lsnpool settings.
+    Show(LsnpoolSetting),
+    /// `SET` of one of the other lsnpool settings with a missing or invalid value.
+    Invalid(LsnpoolSetting),
+}
+
+/// The lsnpool settings besides `lsnpool.consistency` (issue 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LsnpoolSetting {
+    SessionKey,
+    ReportCommitLsn,
+    MinLsn,
+}
+
+impl LsnpoolSetting {
+    pub fn name(self) -> &'static str {
+        match self {
+            LsnpoolSetting::SessionKey => "lsnpool.session_key",
+            LsnpoolSetting::ReportCommitLsn => "lsnpool.report_commit_lsn",
+            LsnpoolSetting::MinLsn => "lsnpool.min_lsn",
+        }
+    }
+
+    /// By the name after `lsnpool.`, ignoring case.
+    pub(crate) fn by_suffix(s: &[u8]) -> Option<LsnpoolSetting> {
+        [LsnpoolSetting::SessionKey, LsnpoolSetting::ReportCommitLsn, LsnpoolSetting::MinLsn]
+            .into_iter()
+            .find(|p| p.name().as_bytes()[b"lsnpool.".len()..].eq_ignore_ascii_case(s))
+    }
+}
+
+impl PoolerCommand {
+    /// The setting a SHOW returns (its column name), if this is a SHOW.
+    pub fn shows(self) -> Option<&'static str> {
+        match self {
+            PoolerCommand::ShowConsistency => Some("lsnpool.consistency"),
+            PoolerCommand::Show(p) => Some(p.name()),
+            _ => None,
+        }
+    }
 }
 
 /// A routing hint from a comment before the first token.

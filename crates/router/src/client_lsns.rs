@@ -1,8 +1,10 @@
 //! What one client has seen of the WAL: the only place a client's LSN knowledge lives.
 //!
 //! The session feeds it what the relay learned (a commit's LSN, how far a read saw) and the
-//! router asks it what a read needs under a consistency level. Commit tokens and session keys
-//! (issue 10) are further sources of "what this client must see" and belong here too.
+//! commit token the client presented (`SET lsnpool.min_lsn`); the router asks it what a read
+//! needs under a consistency level, given what is known outside the client ([`Outside`]: the
+//! newest commit anyone made, the session key's commit, a token on the statement, the
+//! primary's position for `linearizable`).
 
 use crate::{Consistency, Lsn, NodeId};
 
@@ -12,9 +14,54 @@ pub struct ClientLsns {
     commit: Lsn,
     /// Monotonic reads: a lower bound of what the client's reads have seen.
     read: Lsn,
+    /// A commit token presented for the session (`SET lsnpool.min_lsn`).
+    token: Lsn,
     /// The replica the client read from last. Replicas only move forward, so reading there
     /// again is monotonic without knowing exactly how far the last read saw.
     sticky: Option<NodeId>,
+}
+
+/// What a read must see that the client did not learn itself, gathered per read by the
+/// routing steps (a store lookup, a primary poll) before the pure decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outside {
+    /// The newest commit acknowledged through lsnpool (this instance's, or the token store's).
+    pub global_commit: Lsn,
+    /// The read carries a session key; its newest recorded commit (ZERO: none recorded).
+    pub key_commit: Option<Lsn>,
+    /// A token on the statement (`/* lsnpool:min_lsn=… */`).
+    pub statement_token: Lsn,
+    /// `linearizable`: the primary's WAL position as of the read's arrival.
+    pub primary_now: Lsn,
+}
+
+/// Which requirement decided the LSN a read needs: why it fell back, when it did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Need {
+    /// The client's own commit or last read.
+    #[default]
+    Own,
+    SessionKey,
+    Token,
+    Global,
+    Linearizable,
+    /// The token store could not be asked: the requirement is unknown (decided by the caller).
+    TokenStoreDown,
+}
+
+impl Need {
+    pub const ALL: [Need; 6] = [Need::Own, Need::SessionKey, Need::Token, Need::Global, Need::Linearizable, Need::TokenStoreDown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Own => "own",
+            Need::SessionKey => "session_key",
+            Need::Token => "token",
+            Need::Global => "global",
+            Need::Linearizable => "linearizable",
+            Need::TokenStoreDown => "token_store_down",
+        }
+    }
 }
 
 impl ClientLsns {
@@ -34,18 +81,47 @@ impl ClientLsns {
         self.sticky = Some(node);
     }
 
+    /// `SET lsnpool.min_lsn`: every later read of the session sees at least `lsn`
+    /// (`Lsn::ZERO` forgets the token: `RESET`).
+    pub fn set_token(&mut self, lsn: Lsn) {
+        self.token = lsn;
+    }
+
+    pub fn token(&self) -> Lsn {
+        self.token
+    }
+
     pub fn sticky(&self) -> Option<NodeId> {
         self.sticky
     }
 
-    /// The LSN a replica must have replayed to serve this client's read under `level`;
-    /// `global_commit` is the newest commit the pooler has seen from anyone.
-    pub fn required(&self, level: Consistency, global_commit: Lsn) -> Lsn {
+    /// The LSN a replica must have replayed to serve this client's read under `level`, and
+    /// which requirement set it. Tokens and keys are explicit asks: honoured at every level.
+    pub fn required(&self, level: Consistency, outside: &Outside) -> (Lsn, Need) {
+        let mut best = (Lsn::ZERO, Need::Own);
+        let mut need = |lsn: Lsn, why: Need| {
+            if lsn > best.0 {
+                best = (lsn, why);
+            }
+        };
+        let own = self.commit.max(self.read);
         match level {
-            Consistency::ReadYourWrites => self.commit.max(self.read),
-            Consistency::Global => global_commit.max(self.commit).max(self.read),
-            Consistency::Strong | Consistency::Bounded | Consistency::Eventual => Lsn::ZERO,
+            Consistency::Strong | Consistency::Bounded | Consistency::Eventual => {}
+            Consistency::ReadYourWrites => need(own, Need::Own),
+            Consistency::Session if outside.key_commit.is_some() => need(own, Need::Own),
+            Consistency::Session | Consistency::Global => {
+                need(own, Need::Own);
+                need(outside.global_commit, Need::Global);
+            }
+            Consistency::Linearizable => {
+                need(own, Need::Own);
+                need(outside.global_commit, Need::Global);
+                need(outside.primary_now, Need::Linearizable);
+            }
         }
+        need(outside.key_commit.unwrap_or(Lsn::ZERO), Need::SessionKey);
+        need(self.token.max(outside.statement_token), Need::Token);
+        best
     }
 }
 
@@ -53,17 +129,41 @@ impl ClientLsns {
 mod tests {
     use super::*;
 
+    fn global(lsn: u64) -> Outside {
+        Outside { global_commit: Lsn(lsn), ..Outside::default() }
+    }
+
     #[test]
     fn levels_require_what_they_promise() {
         let mut c = ClientLsns::default();
         c.learn_commit(Lsn(200));
         c.read_from(NodeId(1), Lsn(150));
-        assert_eq!(c.required(Consistency::ReadYourWrites, Lsn(300)), Lsn(200));
-        assert_eq!(c.required(Consistency::Global, Lsn(300)), Lsn(300));
-        assert_eq!(c.required(Consistency::Global, Lsn(100)), Lsn(200));
-        assert_eq!(c.required(Consistency::Bounded, Lsn(300)), Lsn::ZERO);
-        assert_eq!(c.required(Consistency::Strong, Lsn(300)), Lsn::ZERO);
+        assert_eq!(c.required(Consistency::ReadYourWrites, &global(300)), (Lsn(200), Need::Own));
+        assert_eq!(c.required(Consistency::Global, &global(300)), (Lsn(300), Need::Global));
+        assert_eq!(c.required(Consistency::Global, &global(100)), (Lsn(200), Need::Own));
+        assert_eq!(c.required(Consistency::Bounded, &global(300)).0, Lsn::ZERO);
+        assert_eq!(c.required(Consistency::Strong, &global(300)).0, Lsn::ZERO);
+        let lin = Outside { primary_now: Lsn(400), ..global(300) };
+        assert_eq!(c.required(Consistency::Linearizable, &lin), (Lsn(400), Need::Linearizable));
         assert_eq!(c.sticky(), Some(NodeId(1)));
+    }
+
+    #[test]
+    fn session_keys_and_tokens() {
+        let c = ClientLsns::default();
+        // A keyed read under `session` needs its key, not everyone's newest commit.
+        let keyed = Outside { key_commit: Some(Lsn(120)), ..global(300) };
+        assert_eq!(c.required(Consistency::Session, &keyed), (Lsn(120), Need::SessionKey));
+        // Unkeyed: as `global`.
+        assert_eq!(c.required(Consistency::Session, &global(300)), (Lsn(300), Need::Global));
+        // A token is honoured at any level.
+        let mut t = ClientLsns::default();
+        t.set_token(Lsn(500));
+        assert_eq!(t.required(Consistency::Eventual, &global(300)), (Lsn(500), Need::Token));
+        let st = Outside { statement_token: Lsn(700), ..global(300) };
+        assert_eq!(c.required(Consistency::ReadYourWrites, &st), (Lsn(700), Need::Token));
+        t.set_token(Lsn::ZERO);
+        assert_eq!(t.token(), Lsn::ZERO);
     }
 
     #[test]
@@ -73,7 +173,7 @@ mod tests {
         c.learn_commit(Lsn(100));
         c.learn_read(Lsn(400));
         c.read_from(NodeId(0), Lsn(300));
-        assert_eq!(c.required(Consistency::ReadYourWrites, Lsn::ZERO), Lsn(400));
+        assert_eq!(c.required(Consistency::ReadYourWrites, &Outside::default()).0, Lsn(400));
         assert_eq!(c.sticky(), Some(NodeId(0)));
     }
 }

@@ -8,10 +8,17 @@ use std::str::FromStr;
 pub enum Consistency {
     /// Every statement on the primary.
     Strong,
+    /// A replica only once it has replayed the primary's WAL position as of the read's
+    /// arrival: even writes made outside lsnpool are seen.
+    Linearizable,
     /// A replica only once it has replayed the client's own last commit (and last read).
-    #[default]
     ReadYourWrites,
-    /// A replica only once it has replayed the newest commit the pooler has seen from anyone.
+    /// Read-your-writes per session key (`lsnpool.session_key`), on any connection; an
+    /// unkeyed read is `global`.
+    Session,
+    /// A replica only once it has replayed the newest commit the pooler has seen from anyone:
+    /// the default, never stale whichever connection wrote.
+    #[default]
     Global,
     /// Any replica within `max_replica_lag`.
     Bounded,
@@ -20,9 +27,11 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    pub const ALL: [Consistency; 5] = [
+    pub const ALL: [Consistency; 7] = [
         Consistency::Strong,
+        Consistency::Linearizable,
         Consistency::ReadYourWrites,
+        Consistency::Session,
         Consistency::Global,
         Consistency::Bounded,
         Consistency::Eventual,
@@ -31,7 +40,9 @@ impl Consistency {
     pub fn as_str(self) -> &'static str {
         match self {
             Consistency::Strong => "strong",
+            Consistency::Linearizable => "linearizable",
             Consistency::ReadYourWrites => "read-your-writes",
+            Consistency::Session => "session",
             Consistency::Global => "global",
             Consistency::Bounded => "bounded",
             Consistency::Eventual => "eventual",
@@ -52,7 +63,7 @@ impl fmt::Display for ParseConsistencyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown consistency level \"{}\": expected one of strong, read-your-writes, global, bounded, eventual",
+            "unknown consistency level \"{}\": expected one of strong, linearizable, read-your-writes, session, global, bounded, eventual",
             self.0
         )
     }

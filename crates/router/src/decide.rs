@@ -1,7 +1,7 @@
 //! The routing decision: one pure function of (what the transaction needs, the client's
 //! LSNs, the replicas' last known state).
 
-use crate::{ClientLsns, Consistency, Lsn, NodeId, Route};
+use crate::{ClientLsns, Consistency, Lsn, Need, NodeId, Outside, Route};
 use std::time::Duration;
 
 /// Whether a replica may serve reads at all: polled healthy (`polled_in_rotation`: up, in
@@ -91,8 +91,9 @@ pub struct Request {
     pub hint_primary: bool,
     /// What the client has seen (its commits, its reads, its sticky replica).
     pub lsns: ClientLsns,
-    /// `global`: the newest commit LSN the pooler has seen from anyone.
-    pub global_commit: Lsn,
+    /// What the read must see beyond the client's own LSNs (newest commit, session key,
+    /// statement token, primary position).
+    pub outside: Outside,
     pub max_lag: Duration,
     /// Spreads clients over equally loaded replicas (e.g. the client's id): without it the
     /// first replica would win every tie and the others idle under light load.
@@ -113,7 +114,8 @@ pub enum Decision {
     /// allowed to wait (`lsn_wait_timeout`) can wait for it to reach `needed`. `probe` is a
     /// behind replica that usually follows within `probe_below`: its polled LSN is probably
     /// just stale, and asking it directly costs one round trip instead of a primary read.
-    Primary { reason: PrimaryReason, catch_up: Option<NodeId>, needed: Lsn, probe: Option<NodeId> },
+    /// `need` says which requirement set `needed` (counted per lag fallback).
+    Primary { reason: PrimaryReason, catch_up: Option<NodeId>, needed: Lsn, need: Need, probe: Option<NodeId> },
 }
 
 impl Decision {
@@ -125,14 +127,14 @@ impl Decision {
     }
 }
 
-/// The LSN a replica must have replayed to serve this request.
-pub fn required_lsn(req: &Request) -> Lsn {
-    req.lsns.required(req.consistency, req.global_commit)
+/// The LSN a replica must have replayed to serve this request, and what set it.
+pub fn required_lsn(req: &Request) -> (Lsn, Need) {
+    req.lsns.required(req.consistency, &req.outside)
 }
 
 /// Chooses where the transaction runs. Never allocates; O(replicas).
 pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
-    let primary = |reason| Decision::Primary { reason, catch_up: None, needed: Lsn::ZERO, probe: None };
+    let primary = |reason| Decision::Primary { reason, catch_up: None, needed: Lsn::ZERO, need: Need::Own, probe: None };
     if req.routing_disabled {
         return primary(PrimaryReason::Disabled);
     }
@@ -146,7 +148,7 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
         return primary(PrimaryReason::Write);
     }
     // A write on a replica alias only needs a replica to fail on, with the server's 25006.
-    let needed = if req.writes { Lsn::ZERO } else { required_lsn(req) };
+    let (needed, need) = if req.writes { (Lsn::ZERO, Need::Own) } else { required_lsn(req) };
     let mut best: Option<&ReplicaView> = None;
     let mut freshest_behind: Option<&ReplicaView> = None;
     let mut probe: Option<&ReplicaView> = None;
@@ -181,6 +183,7 @@ pub fn decide(req: &Request, replicas: &[ReplicaView]) -> Decision {
             reason: PrimaryReason::LagFallback,
             catch_up: freshest_behind.map(|r| r.node),
             needed,
+            need,
             probe: probe.map(|r| r.node),
         },
         None => primary(PrimaryReason::NoReplicaUp),
@@ -197,7 +200,7 @@ pub(crate) fn test_request() -> Request {
         writes: false,
         hint_primary: false,
         lsns: ClientLsns::default(),
-        global_commit: Lsn::ZERO,
+        outside: Outside::default(),
         max_lag: Duration::from_secs(10),
         tiebreak: 0,
         probe_below: Duration::ZERO,
@@ -265,7 +268,13 @@ mod tests {
         let d = decide(&r, &[replica(0, 100, 0), replica(1, 200, 0)]);
         assert_eq!(
             d,
-            Decision::Primary { reason: PrimaryReason::LagFallback, catch_up: Some(NodeId(1)), needed: Lsn(300), probe: None }
+            Decision::Primary {
+                reason: PrimaryReason::LagFallback,
+                catch_up: Some(NodeId(1)),
+                needed: Lsn(300),
+                need: Need::Own,
+                probe: None
+            }
         );
         // A fast follower (replica 0 typically lags 0 ms here) is worth asking directly.
         let d = decide(&Request { probe_below: Duration::from_millis(5), ..r }, &[replica(0, 100, 0), replica(1, 200, 0)]);
@@ -310,7 +319,8 @@ mod tests {
     #[test]
     fn levels() {
         let rs = [replica(0, 100, 0)];
-        let behind = Request { lsns: committed(200), global_commit: Lsn(300), ..req() };
+        let outside = Outside { global_commit: Lsn(300), ..Outside::default() };
+        let behind = Request { lsns: committed(200), outside, ..req() };
         assert_eq!(reason(decide(&Request { consistency: Consistency::Strong, ..req() }, &rs)), Some(PrimaryReason::Strong));
         assert_eq!(reason(decide(&behind, &rs)), Some(PrimaryReason::LagFallback));
         let global = Request { consistency: Consistency::Global, lsns: ClientLsns::default(), ..behind };

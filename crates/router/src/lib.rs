@@ -14,11 +14,11 @@ mod route;
 mod rules;
 
 pub use breaker::{Breaker, BreakerLimits, PrimaryLoad, Transition};
-pub use client_lsns::ClientLsns;
+pub use client_lsns::{ClientLsns, Need, Outside};
 pub use consistency::Consistency;
 pub use controls::{degraded, is_primary_read};
 pub use decide::{decide, in_rotation, required_lsn, Decision, PrimaryReason, ReplicaView, Request, RoutingMode};
 pub use lsn::Lsn;
 pub use route::{NodeId, Route};
 pub use rules::{check_pattern, RuleAction, RuleError, RuleId, RuleScope, RuleSet, RuleSpec, MATCHED_PREFIX};
-pub use classify::{classify, classify_bytes, deallocations, Classification, Deallocate, Hint, PoolerCommand, StatementClass};
+pub use classify::{classify, classify_bytes, deallocations, leading_directives, Classification, Deallocate, Directives, Hint, LsnpoolSetting, PoolerCommand, StatementClass};

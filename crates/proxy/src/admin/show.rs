@@ -8,7 +8,7 @@ use crate::stats::{DbStats, Totals};
 use crate::topology::{Database, Topology};
 use bytes::BytesMut;
 use lsnpool_protocol::backend::{self, PoolerError};
-use lsnpool_router::{Consistency, PrimaryReason, RoutingMode};
+use lsnpool_router::{Consistency, Need, PrimaryReason, RoutingMode};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -57,7 +57,7 @@ fn config(pooler: &Pooler, out: &mut BytesMut) {
     let d = lsnpool_config::PoolerConfig::default();
     let dr = lsnpool_config::RoutingConfig::default();
     let dur = |v: Duration, def: Duration| (format!("{v:?}"), format!("{def:?}"));
-    let settings: [(&str, (String, String), &str); 33] = [
+    let settings: [(&str, (String, String), &str); 36] = [
         ("listen", (p.listen.clone(), d.listen.clone()), "no"),
         ("pool_mode", (p.pool_mode.as_str().to_string(), "transaction".into()), "yes"),
         ("auth_type", (p.auth_type.as_str().to_string(), "scram-sha-256".into()), "yes"),
@@ -91,6 +91,10 @@ fn config(pooler: &Pooler, out: &mut BytesMut) {
         ("routing.breaker_max_lag", dur(r.breaker_max_lag, dr.breaker_max_lag), "yes"),
         ("routing.breaker_max_waiting", (r.breaker_max_waiting.to_string(), dr.breaker_max_waiting.to_string()), "yes"),
         ("routing.breaker_max_wait", dur(r.breaker_max_wait, dr.breaker_max_wait), "yes"),
+        // The store is chosen at start; keys' TTL and the deadline go with it.
+        ("routing.token_store", (r.token_store.clone(), dr.token_store.clone()), "no"),
+        ("routing.session_key_ttl", dur(r.session_key_ttl, dr.session_key_ttl), "no"),
+        ("routing.token_store_timeout", dur(r.token_store_timeout, dr.token_store_timeout), "no"),
     ];
     result_set!(out, settings, |(key, (value, default), changeable)| {
         "key" => key,
@@ -300,6 +304,12 @@ fn routing(pooler: &Pooler, out: &mut BytesMut) {
         "replica_probe_misses" => get(&s.probe_misses),
         "primary_disabled" => get(s.primary(PrimaryReason::Disabled)),
         "degraded_reads" => get(&s.degraded_reads),
+        "fallback_own" => s.fallbacks(Need::Own),
+        "fallback_session_key" => s.fallbacks(Need::SessionKey),
+        "fallback_token" => s.fallbacks(Need::Token),
+        "fallback_global" => s.fallbacks(Need::Global),
+        "fallback_linearizable" => s.fallbacks(Need::Linearizable),
+        "fallback_token_store_down" => s.fallbacks(Need::TokenStoreDown),
     });
 }
 

@@ -138,6 +138,16 @@ impl Relay<'_, '_, '_> {
                     // Published before the client's ReadyForQuery is released: under
                     // `global`, anyone who saw the commit can rely on it.
                     self.state.cluster.note_commit_lsn(lsn);
+                    if self.state.commits.report_lsn {
+                        backend::parameter_status(&mut self.client.wbuf, "lsnpool.commit_lsn", &lsn.to_string());
+                    }
+                    // Nothing else is in flight: the relay ends with this ReadyForQuery, and
+                    // the session releases it once the commit is in the token store. (A
+                    // commit with more pipelined behind it is recorded after the pipeline.)
+                    if self.state.commits.defer_ready && self.out.idle() && self.to_server.is_empty() {
+                        self.commit_ready = Some(ready);
+                        return;
+                    }
                 } else {
                     self.captured_read = Some(self.captured_read.map_or(lsn, |c| c.max(lsn)));
                 }

@@ -51,6 +51,17 @@ pub struct SessionState<'a> {
     /// Where commit LSNs are published for the `global` level, before the client can see
     /// its commit.
     pub cluster: &'a lsnpool_monitor::ClusterState,
+    pub commits: CommitNotice,
+}
+
+/// What the session wants done when a transaction commits (issue 10).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommitNotice {
+    /// Send ParameterStatus `lsnpool.commit_lsn` before the commit's ReadyForQuery.
+    pub report_lsn: bool,
+    /// Hand the commit's ReadyForQuery to the session instead of the client (when it ends
+    /// the relay): the session records the commit in the token store first.
+    pub defer_ready: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -135,6 +146,8 @@ pub struct Relay<'c, 's, 'st> {
     pub captured: Option<Lsn>,
     /// The newest LSN learned after a read-only transaction.
     pub captured_read: Option<Lsn>,
+    /// A commit's ReadyForQuery held for the session (`CommitNotice::defer_ready`).
+    pub commit_ready: Option<[u8; 6]>,
     guard: Option<RetryGuard>,
     /// A 25006 was seen under the guard: swallow everything until the replica is idle.
     retrying: bool,
@@ -182,6 +195,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             captures: Captures::default(),
             captured: None,
             captured_read: None,
+            commit_ready: None,
             guard,
             retrying: false,
             copy: CopyTracker::default(),

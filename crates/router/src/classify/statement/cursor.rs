@@ -148,6 +148,11 @@ impl<'l, 'a> Stmt<'l, 'a> {
     }
 
     /// The source text from the start of `first` to the end of `last`.
+    /// The whole text being classified (to name a value by its place in it).
+    pub(super) fn src(&self) -> &'a [u8] {
+        self.lx.src()
+    }
+
     pub(super) fn span(&self, first: Token, last: Token) -> &'a [u8] {
         self.lx.src().get(first.range().start..last.range().end).unwrap_or(&[])
     }

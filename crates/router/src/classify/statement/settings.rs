@@ -3,7 +3,7 @@
 
 use crate::classify::keywords::Kw;
 use crate::classify::lexer::Kind;
-use crate::classify::{parse_consistency, PoolerCommand};
+use crate::classify::{parse_consistency, LsnpoolSetting, PoolerCommand};
 use super::cursor::{is_name, unquote, Stmt};
 use super::transaction::{set_transaction, transaction_modes, TxModes};
 use super::{Out, StatementClass, WRITE};
@@ -13,6 +13,8 @@ use super::{Out, StatementClass, WRITE};
 enum Param {
     /// `lsnpool.consistency`: answered by the pooler.
     LsnpoolConsistency,
+    /// The pooler's other settings (`lsnpool.session_key`, …).
+    Lsnpool(LsnpoolSetting),
     /// `transaction_read_only`: the same as SET TRANSACTION READ ONLY / READ WRITE.
     TransactionReadOnly,
     /// `transaction_isolation`: matters only when SERIALIZABLE.
@@ -28,8 +30,13 @@ fn param_name(st: &mut Stmt<'_, '_>) -> Param {
     }
     let first_text = unquote(st.text(first), first.kind);
     if !st.eat(Kind::Dot) {
-        return if first_text.eq_ignore_ascii_case(b"lsnpool.consistency") && first.kind == Kind::QuotedIdent {
+        let quoted_lsnpool = first.kind == Kind::QuotedIdent
+            && first_text.get(..b"lsnpool.".len()).is_some_and(|p| p.eq_ignore_ascii_case(b"lsnpool."));
+        let suffix = first_text.get(b"lsnpool.".len()..).unwrap_or_default();
+        return if quoted_lsnpool && suffix.eq_ignore_ascii_case(b"consistency") {
             Param::LsnpoolConsistency
+        } else if let Some(p) = LsnpoolSetting::by_suffix(suffix).filter(|_| quoted_lsnpool) {
+            Param::Lsnpool(p)
         } else if first_text.eq_ignore_ascii_case(b"transaction_read_only") {
             Param::TransactionReadOnly
         } else if first_text.eq_ignore_ascii_case(b"transaction_isolation") {
@@ -39,14 +46,14 @@ fn param_name(st: &mut Stmt<'_, '_>) -> Param {
         };
     }
     let Some(second) = st.next() else { return Param::Other };
-    let is_lsnpool = is_name(second)
-        && first_text.eq_ignore_ascii_case(b"lsnpool")
-        && unquote(st.text(second), second.kind).eq_ignore_ascii_case(b"consistency")
-        && st.peek_kind() != Some(Kind::Dot);
-    if is_lsnpool {
+    if !(is_name(second) && first_text.eq_ignore_ascii_case(b"lsnpool") && st.peek_kind() != Some(Kind::Dot)) {
+        return Param::Other;
+    }
+    let suffix = unquote(st.text(second), second.kind);
+    if suffix.eq_ignore_ascii_case(b"consistency") {
         Param::LsnpoolConsistency
     } else {
-        Param::Other
+        LsnpoolSetting::by_suffix(suffix).map_or(Param::Other, Param::Lsnpool)
     }
 }
 
@@ -123,6 +130,10 @@ pub(super) fn set(st: &mut Stmt<'_, '_>) -> Out {
                 parse_consistency(v.text).map_or(PoolerCommand::InvalidConsistency, PoolerCommand::SetConsistency)
             }
         })),
+        Param::Lsnpool(p) => {
+            let src = st.src();
+            Out::class(C::Pooler(set_lsnpool(p, set_value(st), src)))
+        }
         Param::TransactionReadOnly => match set_value(st).map(|v| bool_value(v.text)) {
             Some(Some(read_only)) => Out::with_modes(
                 C::SetTransaction { read_only },
@@ -168,18 +179,41 @@ pub(super) fn is_false(v: &[u8]) -> bool {
         .any(|f| v.eq_ignore_ascii_case(f))
 }
 
-/// `SHOW name`: a read, except `SHOW lsnpool.consistency`.
+/// `SET lsnpool.<p> = value`; a key's value is named by its place in `src`.
+fn set_lsnpool(p: LsnpoolSetting, v: Option<Value<'_>>, src: &[u8]) -> PoolerCommand {
+    let Some(v) = v else { return PoolerCommand::Invalid(p) };
+    if v.is_default {
+        return PoolerCommand::Reset(p);
+    }
+    match p {
+        LsnpoolSetting::SessionKey => {
+            let start = (v.text.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+            match (u32::try_from(start), u32::try_from(start + v.text.len())) {
+                (Ok(start), Ok(end)) if !v.text.is_empty() && start as usize <= src.len() => PoolerCommand::SetSessionKey { start, end },
+                _ => PoolerCommand::Invalid(p),
+            }
+        }
+        LsnpoolSetting::ReportCommitLsn => bool_value(v.text).map_or(PoolerCommand::Invalid(p), PoolerCommand::SetReportCommitLsn),
+        LsnpoolSetting::MinLsn => crate::Lsn::from_text(v.text.trim_ascii()).map_or(PoolerCommand::Invalid(p), PoolerCommand::SetMinLsn),
+    }
+}
+
+/// `SHOW name`: a read, except `SHOW lsnpool.*`.
 pub(super) fn show(st: &mut Stmt<'_, '_>) -> Out {
-    if param_name(st) == Param::LsnpoolConsistency && st.peek().is_none() {
-        return Out::class(StatementClass::Pooler(PoolerCommand::ShowConsistency));
+    match param_name(st) {
+        Param::LsnpoolConsistency if st.peek().is_none() => return Out::class(StatementClass::Pooler(PoolerCommand::ShowConsistency)),
+        Param::Lsnpool(p) if st.peek().is_none() => return Out::class(StatementClass::Pooler(PoolerCommand::Show(p))),
+        _ => {}
     }
     Out::class(StatementClass::Read)
 }
 
-/// `RESET name|ALL`: session state, except `RESET lsnpool.consistency`.
+/// `RESET name|ALL`: session state, except `RESET lsnpool.*`.
 pub(super) fn reset(st: &mut Stmt<'_, '_>) -> StatementClass {
-    if param_name(st) == Param::LsnpoolConsistency && st.peek().is_none() {
-        return StatementClass::Pooler(PoolerCommand::ResetConsistency);
+    match param_name(st) {
+        Param::LsnpoolConsistency if st.peek().is_none() => return StatementClass::Pooler(PoolerCommand::ResetConsistency),
+        Param::Lsnpool(p) if st.peek().is_none() => return StatementClass::Pooler(PoolerCommand::Reset(p)),
+        _ => {}
     }
     StatementClass::Session
 }
