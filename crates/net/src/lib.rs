@@ -68,6 +68,16 @@ impl Stream {
         }
     }
 
+    /// `readable` without a future: registers the task's waker in the socket's one reader
+    /// slot. An idle client's task waits this way, so its state holds no readiness futures.
+    pub fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => s.poll_read_ready(cx),
+            Stream::Tls(t) if t.has_plaintext() => std::task::Poll::Ready(Ok(())),
+            Stream::Tls(t) => t.tcp.poll_read_ready(cx),
+        }
+    }
+
     /// Waits until `try_write` may take bytes.
     pub async fn writable(&self) -> io::Result<()> {
         match self {

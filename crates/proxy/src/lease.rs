@@ -77,7 +77,22 @@ pub struct Borrower<'a> {
 impl Lease {
     /// Waits for a connection of `pool` (after `unpaused`, while PAUSE holds the database), for
     /// at most the pool's `query_wait_timeout`; a cancel request ends the wait.
-    pub async fn checkout(pool: &NodePool, unpaused: impl Future<Output = ()>, who: &Borrower<'_>) -> Result<Lease, Refusal> {
+    pub async fn checkout(pool: &NodePool, unpaused: impl Future<Output = ()>, who: &Borrower<'_>, paused: bool) -> Result<Lease, Refusal> {
+        // An idle connection, taken at once: no wait to show, no timer, no cancel to watch.
+        // This is the common case, and every transaction pays for what it does.
+        if !paused && pool.status().available > 0 {
+            let mut now = pool.manager().timeouts();
+            now.wait = Some(Duration::ZERO);
+            if let Ok(server) = pool.timeout_get(&now).await {
+                record_wait(who.db, Duration::ZERO);
+                return Ok(Lease::lent(server, who));
+            }
+        }
+        Box::pin(Self::wait_for(pool, unpaused, who)).await
+    }
+
+    /// The slow way: queued behind other clients, a PAUSE, or a connection being opened.
+    async fn wait_for(pool: &NodePool, unpaused: impl Future<Output = ()>, who: &Borrower<'_>) -> Result<Lease, Refusal> {
         let started = Instant::now();
         let label = pool.manager().target().label.clone();
         who.slot.start_wait(label.clone());

@@ -26,9 +26,18 @@ use lsnpool_router::{Lsn, PrimaryReason, Route, RoutingMode};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Instant;
 
 const READ_CHUNK: usize = 8 * 1024;
+
+/// What ended an idle wait.
+enum IdleEvent {
+    Client(io::Result<()>),
+    Server(io::Result<()>),
+    Woken,
+}
 
 /// How many dead server connections one transaction may meet before its client is told: each
 /// replay is safe, but a node that kills every connection must not be retried forever.
@@ -440,7 +449,7 @@ impl Session {
     /// insert position is at or past it, so another one answers for it.
     async fn capture_on_another_connection(&mut self) {
         let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
-        match Lease::checkout(&self.pools.primary, std::future::ready(()), &who).await {
+        match Lease::checkout(&self.pools.primary, std::future::ready(()), &who, false).await {
             Ok(mut lease) => {
                 self.capture_separately(&mut lease).await;
                 self.release(lease).await;
@@ -493,7 +502,8 @@ impl Session {
                     Route::Replica(node) => self.pools.replicas.get(usize::from(node.0)).unwrap_or(&self.pools.primary),
                     Route::Primary => &self.pools.primary,
                 };
-                Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who).await
+                let paused = self.pooler.is_paused(&self.login.db.name);
+                Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who, paused).await
             }
         };
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
@@ -514,21 +524,31 @@ impl Session {
         loop {
             // Shutdown wakes every client's `wake` too: one waiter per idle client, not two.
             let slot = self.login.registration.slot.clone();
-            let held = self.held.as_deref().map(|(lease, _)| &lease.stream);
-            let server_spoke = async {
-                match held {
-                    Some(stream) => stream.readable().await,
-                    None => std::future::pending().await,
+            let mut woken = std::pin::pin!(slot.wake.notified());
+            // Polled, not awaited: readiness futures for the client and a held server would
+            // sit in every idle client's task (their size is most of an idle client's memory).
+            let (client, held) = (&self.client.stream, self.held.as_deref().map(|(lease, _)| &lease.stream));
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = client.poll_read_ready(cx) {
+                    return Poll::Ready(IdleEvent::Client(r));
                 }
-            };
-            tokio::select! {
-                r = self.client.stream.readable() => r?,
-                r = server_spoke => {
+                if let Some(Poll::Ready(r)) = held.map(|s| s.poll_read_ready(cx)) {
+                    return Poll::Ready(IdleEvent::Server(r));
+                }
+                if woken.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(IdleEvent::Woken);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                IdleEvent::Client(r) => r?,
+                IdleEvent::Server(r) => {
                     r?;
                     self.relay_server_messages()?;
                     return Ok(None);
                 }
-                _ = slot.wake.notified() => return Ok(None),
+                IdleEvent::Woken => return Ok(None),
             }
             // Buffers are allocated only once the client has something to say.
             self.client.rbuf.reserve(READ_CHUNK);
