@@ -88,7 +88,7 @@ async fn handle(pooler: Arc<Pooler>, stream: TcpStream, peer: std::net::SocketAd
             let leftover = if buf.is_empty() { BytesMut::new() } else { buf };
             // A task of its own: the login's task (this function's state, the login buffer)
             // ends here, and an idle client costs only the session's task.
-            tokio::spawn(Session::new(pooler, stream, *li, pools, cluster, peer, leftover).run());
+            tokio::spawn(Session::new(pooler, stream, *li, pools, cluster, leftover).run());
         }
     }
 }

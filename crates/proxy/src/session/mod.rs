@@ -60,7 +60,6 @@ pub struct Session {
     /// follow it (LISTEN, a WITH HOLD cursor, SQL PREPARE, a temp table, an advisory lock), so
     /// it keeps that connection in `held`, as in session mode, until the server says it is gone.
     pinned: bool,
-    peer: SocketAddr,
 }
 
 impl Session {
@@ -70,7 +69,6 @@ impl Session {
         login: LoggedIn,
         pools: Arc<ClusterPools>,
         cluster: Arc<ClusterState>,
-        peer: SocketAddr,
         pipelined: BytesMut,
     ) -> Session {
         let max_message_size = login.topology.config.pooler.max_message_size;
@@ -88,7 +86,6 @@ impl Session {
             held: None,
             skip_until_sync: false,
             pinned: false,
-            peer,
         }
     }
 
@@ -106,7 +103,7 @@ impl Session {
             // Boxed too: its write-readiness future would otherwise sit beside `serve`'s.
             let _ = Box::pin(self.flush_client()).await;
             tracing::info!(
-                client = %self.peer, user = %self.login.user.name, database = %self.login.db.name,
+                client = %self.peer(), user = %self.login.user.name, database = %self.login.db.name,
                 reason = why, "client disconnected"
             );
         }
@@ -322,7 +319,7 @@ impl Session {
                         match server.read_session(&self.login.user.name, timeout).await {
                             Some(session) => self.login.params = session,
                             None => {
-                                tracing::warn!(client = %self.peer, node = %server.label, "could not read the session back; closing the server connection");
+                                tracing::warn!(client = %self.peer(), node = %server.label, "could not read the session back; closing the server connection");
                                 server.discard();
                                 return Ok(());
                             }
@@ -332,7 +329,7 @@ impl Session {
                         match server.holds_session_objects(timeout).await {
                             Some(true) => {
                                 if !self.pinned {
-                                    tracing::debug!(client = %self.peer, node = %server.label, "client pinned to its server connection");
+                                    tracing::debug!(client = %self.peer(), node = %server.label, "client pinned to its server connection");
                                 }
                                 self.pinned = true;
                                 self.hold(server, target);
@@ -356,7 +353,7 @@ impl Session {
                     rbuf.extend_from_slice(&self.client.rbuf);
                     self.client.rbuf = rbuf;
                     forced = Some(PrimaryReason::Retry25006);
-                    tracing::debug!(client = %self.peer, "replica refused a write (25006); retrying on the primary");
+                    tracing::debug!(client = %self.peer(), "replica refused a write (25006); retrying on the primary");
                 }
                 Outcome::ReplayElsewhere(saved) => {
                     // The server never read these bytes: run them on another connection.
@@ -373,7 +370,7 @@ impl Session {
                     return Err("client closed the connection mid-transaction");
                 }
                 Outcome::DoneOnDeadServer => {
-                    tracing::info!(client = %self.peer, node = %server.label, "server connection died after the transaction ended, before its LSN was read");
+                    tracing::info!(client = %self.peer(), node = %server.label, "server connection died after the transaction ended, before its LSN was read");
                     server.discard();
                     if plan.capture_lsn && may_write {
                         self.capture_on_another_connection().await;
@@ -385,7 +382,7 @@ impl Session {
                     return Ok(());
                 }
                 Outcome::ServerLost => {
-                    tracing::warn!(client = %self.peer, node = %server.label, "server connection lost mid-transaction");
+                    tracing::warn!(client = %self.peer(), node = %server.label, "server connection lost mid-transaction");
                     server.discard();
                     return Err("server connection lost");
                 }
@@ -454,8 +451,13 @@ impl Session {
                 self.capture_separately(&mut lease).await;
                 self.release(lease).await;
             }
-            Err(r) => tracing::warn!(client = %self.peer, error = %r.message, "could not read a commit's LSN on another connection"),
+            Err(r) => tracing::warn!(client = %self.peer(), error = %r.message, "could not read a commit's LSN on another connection"),
         }
+    }
+
+    /// The client's address, kept once in its registry slot.
+    fn peer(&self) -> SocketAddr {
+        self.slot().info.addr
     }
 
     fn slot(&self) -> &Arc<ClientSlot> {
@@ -482,10 +484,10 @@ impl Session {
                 Ok(lease) => return Some(lease.holding(permit.take())),
                 // Nothing of the client's reached that server: another connection is safe.
                 Err(r) if r.server_died && attempts <= MAX_REPLAYS => {
-                    tracing::debug!(client = %self.peer, message = %r.message, "server connection died before use; taking another");
+                    tracing::debug!(client = %self.peer(), message = %r.message, "server connection died before use; taking another");
                 }
                 Err(r) => {
-                    tracing::debug!(client = %self.peer, code = %r.code, message = %r.message, "batch refused");
+                    tracing::debug!(client = %self.peer(), code = %r.code, message = %r.message, "batch refused");
                     self.refuse_batch(&r.code, &r.message, r.hint);
                     return None;
                 }
