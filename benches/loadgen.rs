@@ -486,13 +486,111 @@ fn chart(a: &Args) -> Res<()> {
     Ok(())
 }
 
+/// `latency-chart`: the pooler hop's added p50/p99 latency (target − direct, same repetition,
+/// median over repetitions) per target, from benches/run.sh's latency.tsv.
+fn latency_chart(a: &Args) -> Res<()> {
+    use plotters::prelude::*;
+    use std::collections::BTreeMap;
+    let tsv = std::fs::read_to_string(a.get("tsv")?)?;
+    let out = a.get("out")?;
+    // (workload, clients) -> target -> rep -> (p50, p99)
+    type Reps = BTreeMap<String, (f64, f64)>;
+    let mut runs: BTreeMap<(String, u32), BTreeMap<String, Reps>> = BTreeMap::new();
+    for l in tsv.lines().skip(1) {
+        let f: Vec<&str> = l.split('\t').collect();
+        if f.len() < 8 || f[4] != "ok" {
+            continue;
+        }
+        let (Ok(c), Ok(p50), Ok(p99)) = (f[1].parse::<u32>(), f[5].parse::<f64>(), f[6].parse::<f64>()) else { continue };
+        runs.entry((f[0].to_string(), c)).or_default().entry(f[2].to_string()).or_default().insert(f[3].to_string(), (p50, p99));
+    }
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|x, y| x.total_cmp(y));
+        let n = v.len();
+        Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    };
+    let targets = [("pgbouncer", "PgBouncer"), ("lsnpool_primary", "lsnpool app_primary"), ("lsnpool_appdb", "lsnpool appdb")];
+    // group label, per target (added p50, added p99)
+    let mut groups: Vec<(String, Vec<Option<(f64, f64)>>)> = Vec::new();
+    for ((wl, c), by_target) in &runs {
+        let Some(direct) = by_target.get("direct") else { continue };
+        let mut bars = Vec::new();
+        for (t, _) in targets {
+            let added = by_target.get(t).map(|reps| {
+                let pairs: Vec<(f64, f64)> = reps.iter().filter_map(|(r, x)| direct.get(r).map(|d| (x.0 - d.0, x.1 - d.1))).collect();
+                (median(pairs.iter().map(|p| p.0).collect()), median(pairs.iter().map(|p| p.1).collect()))
+            });
+            bars.push(match added {
+                Some((Some(p50), Some(p99))) => Some((p50, p99)),
+                _ => None,
+            });
+        }
+        groups.push((format!("{wl}, {c} client{}", if *c == 1 { "" } else { "s" }), bars));
+    }
+    if groups.is_empty() {
+        return Err("no latency runs with a direct baseline in the tsv".into());
+    }
+    let ymax = groups.iter().flat_map(|(_, b)| b.iter().flatten().map(|p| p.1)).fold(10.0f64, f64::max) * 1.15;
+    let ymin = groups.iter().flat_map(|(_, b)| b.iter().flatten().map(|p| p.0.min(p.1))).fold(0.0f64, f64::min) * 1.15;
+
+    plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT)
+        .map_err(|_| "cannot load the embedded font")?;
+    let root = BitMapBackend::new(&out, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let ng = groups.len() as f64;
+    let mut ch = ChartBuilder::on(&root)
+        .caption("Latency the pooler's hop adds over a direct connection (pgbench, µs): p50 filled, p99 outline", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..(ng - 0.5), ymin..ymax)?;
+    let labels: Vec<String> = groups.iter().map(|g| g.0.clone()).collect();
+    ch.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len() * 4 + 1)
+        .x_label_formatter(&move |x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                labels[i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("added latency (µs)")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    let colors = [RGBColor(128, 128, 128), RGBColor(31, 119, 180), RGBColor(44, 160, 44)];
+    let width = 0.8 / targets.len() as f64;
+    for (ti, (_, name)) in targets.iter().enumerate() {
+        let c = colors[ti % colors.len()];
+        let x0 = |gi: usize| gi as f64 - 0.4 + ti as f64 * width;
+        let bars: Vec<(usize, (f64, f64))> = groups.iter().enumerate().filter_map(|(gi, g)| g.1[ti].map(|b| (gi, b))).collect();
+        ch.draw_series(bars.iter().map(|&(gi, (p50, _))| Rectangle::new([(x0(gi) + 0.02, 0.0), (x0(gi) + width - 0.02, p50)], c.filled())))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled()));
+        ch.draw_series(bars.iter().map(|&(gi, (_, p99))| Rectangle::new([(x0(gi) + 0.02, 0.0), (x0(gi) + width - 0.02, p99)], c.stroke_width(2))))?;
+    }
+    ch.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    root.present()?;
+    println!("latency-chart: wrote {out}");
+    Ok(())
+}
+
 // ------------------------------------------------------------------ main
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` runs every bench target with `--bench`: nothing to do without a command.
     let Some(cmd) = args.first().filter(|c| !c.starts_with('-')) else {
-        eprintln!("loadgen: run by benches/run.sh (make bench); commands: raw, idle, chart");
+        eprintln!("loadgen: run by benches/run.sh (make bench); commands: raw, idle, chart, latency-chart");
         return;
     };
     let a = match Args::parse(&args[1..]) {
@@ -507,6 +605,7 @@ fn main() {
         "raw" => rt.block_on(raw(&a)),
         "idle" => rt.block_on(idle(&a)),
         "chart" => chart(&a),
+        "latency-chart" => latency_chart(&a),
         other => Err(format!("unknown command {other}").into()),
     };
     if let Err(e) = r {

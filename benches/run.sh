@@ -43,13 +43,13 @@ CLIENTS=(1 50 500)
 # Run lengths are set by the time budget (full < 10 min, QUICK < 2 min on 2 CPUs): 3 x 33 pgbench
 # runs leave about 4 s per run. BENCH_REPS / BENCH_T / BENCH_T1 override them.
 if (( QUICK )); then
-    REPS=1; T_MAIN=1; T_ONE=1; CAP_REPS=1; CAP_T=2
+    REPS=1; T_MAIN=1; T_ONE=1; CAP_REPS=1; CAP_T=2; HOP_REPS=2; T_HOP=1
     RAW_SECONDS=1; CRIT=(--warm-up-time 0.1 --measurement-time 0.2 --sample-size 20 --nresamples 10000)
 else
-    REPS=3; T_MAIN=4; T_ONE=2; CAP_REPS=3; CAP_T=6
+    REPS=3; T_MAIN=4; T_ONE=2; CAP_REPS=3; CAP_T=6; HOP_REPS=3; T_HOP=2
     RAW_SECONDS=4; CRIT=(--warm-up-time 0.3 --measurement-time 1)
 fi
-REPS="${BENCH_REPS:-$REPS}"; T_MAIN="${BENCH_T:-$T_MAIN}"; T_ONE="${BENCH_T1:-$T_ONE}"
+REPS="${BENCH_REPS:-$REPS}"; T_MAIN="${BENCH_T:-$T_MAIN}"; T_ONE="${BENCH_T1:-$T_ONE}"; T_HOP="${BENCH_T_HOP:-$T_HOP}"
 MEM_N="${BENCH_MEM_N:-10000}"
 RAW_CLIENTS=16; RAW_K=4; RAW_DELAYS=(0 10 50 300)
 
@@ -64,7 +64,7 @@ wl_args() {
 TARGETS=(direct pgbouncer lsnpool_primary lsnpool_appdb)
 declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off" [lsnpool_appdb_cap]="lsnpool appdb, capture on")
 
-PGB_TSV="$W/pgbench.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
+PGB_TSV="$W/pgbench.tsv"; HOP_TSV="$W/hop.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
 
 BASE="${BENCH_PORT_BASE:-16430}"
 LSN_PORT=$((BASE + 2))        # lsnpool, capture on (pgbench targets)
@@ -398,6 +398,66 @@ for rep in $(seq "$REPS"); do
     done
 done
 
+# ---------------------------------------------------------------- latency (issue 13)
+# Per-transaction latency from pgbench's own log (--log: one line per transaction, its time in
+# µs), select-only simple and prepared at 1 and 8 clients, the four targets alternated within
+# each repetition. "Added latency" = a target's percentile minus direct's in the same repetition.
+HOP_CLIENTS=(1 8)
+HOP_WORKLOADS=("select-only simple" "select-only prepared")
+printf 'workload\tclients\ttarget\trep\tstatus\tp50_us\tp99_us\tp999_us\txacts\tpooler_cpu_s\terror\n' >"$HOP_TSV"
+# run_hop WORKLOAD CLIENTS TARGET REP SECONDS
+run_hop() {
+    local wl="$1" c="$2" tg="$3" rep="$4" secs="$5"
+    local port db pid out pre rc t0 t1 cpu pct
+    read -r port db pid <<<"$(target_conn "$tg")"
+    if [[ "$tg" == pgbouncer && $HAVE_PGB == 0 ]]; then
+        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "pgbouncer is not installed" >>"$HOP_TSV"
+        return
+    fi
+    pre="$W/lat/${wl// /_}-c$c-$tg-r$rep"; out="$pre.out"
+    mkdir -p "$W/lat"; rm -f "$pre".log*
+    t0=0; [[ "$pid" != - ]] && t0="$(cpu_ticks "$pid")"
+    # shellcheck disable=SC2046
+    timeout $((secs + 60)) pgbench -h 127.0.0.1 -p "$port" -U postgres $(wl_args "$wl") -n -c "$c" -j 1 -T "$secs" \
+        --log --log-prefix="$pre.log" "$db" >"$out" 2>&1
+    rc=$?
+    cpu=""; if [[ "$pid" != - ]]; then t1="$(cpu_ticks "$pid")"; cpu="$(awk -v a="$t0" -v b="$t1" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}')"; fi
+    # Column 3 of pgbench's per-transaction log is the transaction's latency in µs.
+    pct="$(cat "$pre".log* 2>/dev/null | awk '{print $3}' | sort -n | awk '
+        { v[NR] = $1 }
+        END { if (NR == 0) { print "- - - 0"; exit }
+              i50 = int(0.5 * NR); i99 = int(0.99 * NR); i999 = int(0.999 * NR)
+              if (i50 < 1) i50 = 1; if (i99 < 1) i99 = 1; if (i999 < 1) i999 = 1
+              print v[i50], v[i99], v[i999], NR }')"
+    rm -f "$pre".log*
+    local p50 p99 p999 n err
+    read -r p50 p99 p999 n <<<"$pct"
+    err="$(grep -m1 -E 'error|FATAL|ERROR|aborted' "$out" | tr '\t|' '  ' | cut -c1-220)"
+    if (( rc == 0 )) && (( n > 0 )) && ! grep -q 'aborted' "$out"; then
+        printf '%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$c" "$tg" "$rep" "$p50" "$p99" "$p999" "$n" "$cpu" "$err" >>"$HOP_TSV"
+        note "$(printf '%-22s c=%-3s %-22s rep %s: p50 %6s µs p99 %6s µs' "$wl" "$c" "${TNAME[$tg]}" "$rep" "$p50" "$p99")"
+    else
+        [[ -z "$err" ]] && err="pgbench exited with status $rc"
+        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t\t%s\t%s\n' "$wl" "$c" "$tg" "$rep" "$cpu" "$err" >>"$HOP_TSV"
+        note "$(printf '%-22s c=%-3s %-22s rep %s: FAILED: %s' "$wl" "$c" "${TNAME[$tg]}" "$rep" "$err")"
+    fi
+}
+log "latency: ${#HOP_WORKLOADS[@]} workloads x clients ${HOP_CLIENTS[*]} x ${#TARGETS[@]} targets x $HOP_REPS rep(s), ${T_HOP}s runs"
+case_no=0
+for rep in $(seq "$HOP_REPS"); do
+    for wl in "${HOP_WORKLOADS[@]}"; do
+        for c in "${HOP_CLIENTS[@]}"; do
+            n=${#TARGETS[@]}
+            for i in $(seq 0 $((n - 1))); do
+                run_hop "$wl" "$c" "${TARGETS[$(( (i + case_no) % n ))]}" "$rep" "$T_HOP"
+            done
+            case_no=$((case_no + 1))
+        done
+    done
+done
+
+"$LOADGEN" latency-chart --tsv "$HOP_TSV" --out "$RES/latency.png" >&2 || note "latency chart failed"
+
 # ---------------------------------------------------------------- commit-LSN capture cost
 log "commit-LSN capture: tpcb-like simple, 50 clients, lsnpool appdb, on vs off, $CAP_REPS rep(s)"
 lsnpool_config "$W/lsnpool-nocap.toml" "$LSN_OFF_PORT"
@@ -512,7 +572,7 @@ PGBENCH_VER="$(pgbench --version 2>/dev/null)"
 PGB_VER="$( (( HAVE_PGB )) && pgbouncer --version 2>/dev/null | head -1 || echo "not installed")"
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 RUN_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
-declare -p QUICK REPS T_MAIN T_ONE CAP_REPS CAP_T RAW_SECONDS MEM_N NOFILE HAVE_PGB ELAPSED \
+declare -p QUICK REPS T_MAIN T_ONE HOP_REPS T_HOP CAP_REPS CAP_T RAW_SECONDS MEM_N NOFILE HAVE_PGB ELAPSED \
     PG_VER PGBENCH_VER PGB_VER GIT_COMMIT LOAD_END RUN_DATE >"$W/meta.env"
 else
     [[ -s "$W/meta.env" ]] || die "no $W/meta.env: run benches/run.sh first"
@@ -556,6 +616,39 @@ cpu_us() {   # pooler CPU per transaction (µs), median over runs
             printf "%.1f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
         }' "$1"
 }
+# lat TSV WORKLOAD CLIENTS TARGET COLUMN -> median over runs of a latency column (µs)
+hop_pct() {
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" -v col="$5" '
+        NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "ok" { v[n++] = $col }
+        END {
+            if (n == 0) { print "–"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            printf "%.0f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+        }' "$1"
+}
+# added TSV WORKLOAD CLIENTS TARGET COLUMN -> median over repetitions of (target − direct), µs
+hop_added() {
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" -v col="$5" '
+        NR > 1 && $1 == wl && $2 == c && $5 == "ok" && $3 == "direct" { d[$4] = $col }
+        NR > 1 && $1 == wl && $2 == c && $5 == "ok" && $3 == tg { x[$4] = $col }
+        END {
+            for (r in x) if (r in d) v[n++] = x[r] - d[r]
+            if (n == 0) { print "–"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            printf "%.0f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+        }' "$1"
+}
+# lat_cpu TSV WORKLOAD CLIENTS TARGET -> pooler CPU per transaction (µs) in the latency runs
+hop_cpu() {
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" '
+        NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "ok" && $9 > 0 && $10 != "" { v[n++] = 1e6 * $10 / $9 }
+        END {
+            if (n == 0) { print "–"; exit }
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            printf "%.1f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+        }' "$1"
+}
+le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "–" || a == "" || b == "–" || b == "") print "-"; else print (a <= b) ? 1 : 0 }'; }
 kv() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" "$1" 2>/dev/null | head -1; }
 first_error_of() { sed -n 's/.*first_error=//p' "$1" 2>/dev/null | head -1; }
 
@@ -646,6 +739,29 @@ dmax=$(awk -F'\t' '$1 ~ /^decide\// { if ($3 > m) m = $3 } END { if (m == "") pr
 ok=-; [[ "$dmax" != – ]] && ok=$(awk -v d="$dmax" 'BEGIN { print (d < 1000) ? 1 : 0 }')
 target_row "routing decision < 1 µs (slowest decide case)" "$dmax ns" "$ok"
 echo
+echo "## Targets (issue 13: latency)"
+echo
+echo "| target | measured | result |"
+echo "|---|---|---|"
+for wl in "$SS" "$SP"; do
+    for tg in lsnpool_primary lsnpool_appdb; do
+        al=$(hop_added "$HOP_TSV" "$wl" 1 "$tg" 6); ab=$(hop_added "$HOP_TSV" "$wl" 1 pgbouncer 6)
+        lim=$(awk -v b="$ab" 'BEGIN { if (b == "–") print "–"; else printf "%.0f", 0.8 * b }')
+        target_row "$wl, 1 client, ${TNAME[$tg]}: added p50 latency ≤ 0.8× PgBouncer's" "+$al µs vs PgBouncer +$ab µs ($(ratio "$al" "$ab")×; p50 direct $(hop_pct "$HOP_TSV" "$wl" 1 direct 6) µs)" "$(le "$al" "$lim")"
+    done
+done
+for tg in lsnpool_primary lsnpool_appdb; do
+    l=$(hop_pct "$HOP_TSV" "$SS" 8 "$tg" 7); b=$(hop_pct "$HOP_TSV" "$SS" 8 pgbouncer 7)
+    target_row "select-only simple, 8 clients, ${TNAME[$tg]}: p99 ≤ PgBouncer's" "$l µs vs $b µs (direct $(hop_pct "$HOP_TSV" "$SS" 8 direct 7) µs)" "$(le "$l" "$b")"
+done
+lc=$(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary)
+lim=$(awk -v b="$b_ss_cpu" 'BEGIN { if (b == "–") print "–"; else printf "%.2f", 0.9 * b }')
+target_row "select-only simple, 50 clients, lsnpool app_primary: pooler CPU per transaction ≤ 0.9× PgBouncer's" "$lc µs vs $b_ss_cpu µs ($(ratio "$lc" "$b_ss_cpu")×)" "$(le "$lc" "$lim")"
+a=$(median "$PGB_TSV" "$SS" 500 lsnpool_primary); b=$(median "$PGB_TSV" "$SS" 50 lsnpool_primary); r=$(ratio "$a" "$b")
+target_row "select-only simple, lsnpool app_primary: 500 clients through pool $POOL ≥ 0.95× of 50 clients" "$r× ($a vs $b tps); PgBouncer $(ratio "$(median "$PGB_TSV" "$SS" 500 pgbouncer)" "$b_ss")×" "$(ge "$r" 0.95)"
+l=$(median "$PGB_TSV" "$SS" 50 lsnpool_primary); r=$(ratio "$l" "$b_ss")
+target_row "select-only simple, 50 clients, lsnpool app_primary: throughput ≥ 1.0× PgBouncer" "$r× ($l vs $b_ss tps)" "$(ge "$r" 1.0)"
+echo
 echo "Why the SHORT lines fall short, with the profiles behind it: [analysis.md](analysis.md) (written by hand)."
 echo
 
@@ -676,12 +792,37 @@ echo
 echo "| workload | clients | PgBouncer | lsnpool app_primary | lsnpool appdb |"
 echo "|---|---:|---:|---:|---:|"
 for wl in "${WORKLOADS[@]}"; do
-    for c in 50 500; do
+    for c in "${CLIENTS[@]}"; do
         echo "| $wl | $c | $(cpu_us "$PGB_TSV" "$wl" $c pgbouncer) | $(cpu_us "$PGB_TSV" "$wl" $c lsnpool_primary) | $(cpu_us "$PGB_TSV" "$wl" $c lsnpool_appdb) |"
     done
 done
 echo
 
+echo "## Latency"
+echo
+echo "Per-transaction latency from pgbench's own log (\`--log\`, one line per transaction), \`-j 1\`, ${T_HOP} s runs,"
+echo "$HOP_REPS run(s) per case (median of the runs' percentiles). **Added** = the target's percentile minus direct's in"
+echo "the same repetition (what the pooler's hop costs), median over repetitions. Chart: [latency.png](latency.png)."
+for wl in "${HOP_WORKLOADS[@]}"; do
+    echo
+    echo "### $wl (\`pgbench $(wl_args "$wl")\`)"
+    echo
+    echo "| clients | target | p50 (µs) | p99 (µs) | p99.9 (µs) | added p50 | added p99 | pooler CPU / transaction (µs) |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|"
+    for c in "${HOP_CLIENTS[@]}"; do
+        for tg in "${TARGETS[@]}"; do
+            if [[ "$(hop_pct "$HOP_TSV" "$wl" "$c" "$tg" 6)" == – ]]; then
+                e="$(awk -F'\t' -v wl="$wl" -v c="$c" -v tg="$tg" 'NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "fail" { print $11; exit }' "$HOP_TSV")"
+                echo "| $c | ${TNAME[$tg]} | **FAIL**: \`${e:-not run}\` | | | | | |"
+                continue
+            fi
+            ap="–"; a9="–"
+            if [[ "$tg" != direct ]]; then ap="+$(hop_added "$HOP_TSV" "$wl" "$c" "$tg" 6)"; a9="+$(hop_added "$HOP_TSV" "$wl" "$c" "$tg" 7)"; fi
+            echo "| $c | ${TNAME[$tg]} | $(hop_pct "$HOP_TSV" "$wl" "$c" "$tg" 6) | $(hop_pct "$HOP_TSV" "$wl" "$c" "$tg" 7) | $(hop_pct "$HOP_TSV" "$wl" "$c" "$tg" 8) | $ap | $a9 | $(hop_cpu "$HOP_TSV" "$wl" "$c" "$tg") |"
+        done
+    done
+done
+echo
 echo "## Commit-LSN capture"
 echo
 echo "tpcb-like \`-M simple\`, 50 clients, through two fresh lsnpool instances (appdb) alike but for this setting, ${CAP_T} s runs, alternated, $CAP_REPS run(s) each; capture off with"
@@ -775,3 +916,8 @@ echo "Raw numbers, logs and the configs used: \`target/bench/\` (not committed).
 } >"$OUT"
 
 note "wrote $OUT and $RES/stale_vs_delay.png in ${ELAPSED} s"
+
+# The line to read before submitting a change to the relay or the routing path.
+al=$(hop_added "$HOP_TSV" "$SS" 1 lsnpool_primary 6); ab=$(hop_added "$HOP_TSV" "$SS" 1 pgbouncer 6)
+alp=$(hop_added "$HOP_TSV" "$SP" 1 lsnpool_primary 6); abp=$(hop_added "$HOP_TSV" "$SP" 1 pgbouncer 6)
+echo "CHECK: added p50 latency at 1 client (app_primary vs PgBouncer): simple +$al vs +$ab µs ($(ratio "$al" "$ab")×), prepared +$alp vs +$abp µs ($(ratio "$alp" "$abp")×); 50 clients select-only simple tps app_primary/PgBouncer $(ratio "$(median "$PGB_TSV" "$SS" 50 lsnpool_primary)" "$b_ss")×, pooler CPU $(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) vs $b_ss_cpu µs per transaction"
