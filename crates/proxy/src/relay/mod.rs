@@ -39,6 +39,7 @@ use lsnpool_protocol::backend::{self, TxStatus};
 use lsnpool_router::{Classification, Lsn};
 use retry::RetryGuard;
 use statements::Outstanding;
+use std::task::Poll;
 
 /// Stop reading a side once this much is waiting to be written to the other: a slow reader
 /// throttles the sender instead of growing our memory.
@@ -215,6 +216,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         if let Some(outcome) = self.client_input_sent(step).await {
             return outcome;
         }
+        let mut turn = false;
         loop {
             if self.retrying && self.out.idle() && self.to_server.is_empty() {
                 let saved = self.take_saved();
@@ -226,13 +228,50 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             let want_client = self.to_server.len() < HIGH_WATER && !self.retrying;
             let want_server = self.client.wbuf.len() < HIGH_WATER || self.guard.is_some();
             let can_write_client = self.client_output_waiting() && self.guard.is_none();
-            tokio::select! {
-                r = self.server.stream.readable(), if want_server => {
+            // Polled, not awaited: readiness futures would be made, queued as waiters and
+            // unqueued again on every turn of this loop, i.e. several times per transaction.
+            let (client, server) = (&self.client.stream, &self.server.stream);
+            let write_server = self.server_output_waiting();
+            // The side looked at first alternates, as select! would randomize: a server that
+            // streams without pause must not keep the client's bytes waiting.
+            turn = !turn;
+            let event = std::future::poll_fn(|cx| {
+                let server_read = |cx: &mut std::task::Context<'_>| match want_server {
+                    true => server.poll_read_ready(cx).map(Event::ServerReadable),
+                    false => Poll::Pending,
+                };
+                let client_read = |cx: &mut std::task::Context<'_>| match want_client {
+                    true => client.poll_read_ready(cx).map(Event::ClientReadable),
+                    false => Poll::Pending,
+                };
+                let first = if turn { server_read(cx) } else { client_read(cx) };
+                if first.is_ready() {
+                    return first;
+                }
+                let second = if turn { client_read(cx) } else { server_read(cx) };
+                if second.is_ready() {
+                    return second;
+                }
+                if write_server {
+                    if let Poll::Ready(r) = server.poll_write_ready(cx) {
+                        return Poll::Ready(Event::ServerWritable(r));
+                    }
+                }
+                if can_write_client {
+                    if let Poll::Ready(r) = client.poll_write_ready(cx) {
+                        return Poll::Ready(Event::ClientWritable(r));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::ServerReadable(r) => {
                     if let Err(e) = r.and_then(|()| self.read_server()) {
                         return self.server_failed(e).await;
                     }
                 }
-                r = self.client.stream.readable(), if want_client => {
+                Event::ClientReadable(r) => {
                     if r.is_err() {
                         return self.client_gone();
                     }
@@ -241,12 +280,12 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
                         return outcome;
                     }
                 }
-                r = self.server.stream.writable(), if self.server_output_waiting() => {
+                Event::ServerWritable(r) => {
                     if let Err(e) = r.and_then(|()| self.flush_server_now()) {
                         return self.server_failed(e).await;
                     }
                 }
-                r = self.client.stream.writable(), if can_write_client => {
+                Event::ClientWritable(r) => {
                     if r.is_err() || self.flush_client_now().is_err() {
                         return self.client_gone();
                     }
@@ -313,6 +352,14 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
         backend::error_response(&mut self.client.wbuf, &e);
         Outcome::ClientViolation
     }
+}
+
+/// What woke the relay.
+enum Event {
+    ServerReadable(std::io::Result<()>),
+    ClientReadable(std::io::Result<()>),
+    ServerWritable(std::io::Result<()>),
+    ClientWritable(std::io::Result<()>),
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
