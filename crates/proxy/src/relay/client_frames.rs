@@ -6,7 +6,6 @@ use super::sql::{drops_all_statements, resets_all, TextFlags};
 use super::{ClientStep, Relay, Violation};
 use crate::batch::Classified;
 use bytes::Buf;
-use lsnpool_pool::ParamSync;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
 use lsnpool_router::{classify_bytes as classify_sql, Classification, StatementClass};
@@ -120,7 +119,7 @@ impl Relay<'_, '_, '_> {
         if resets_all(sql) {
             // The server session's parameters are back to their startup values: our record of
             // what was applied there is void.
-            self.server.params = ParamSync::default();
+            self.server.params = self.server.startup_params();
         }
         let class = known.unwrap_or_else(|| classify_sql(sql));
         let flags = TextFlags::of(sql, &class);

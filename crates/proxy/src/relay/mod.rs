@@ -4,7 +4,7 @@
 //! nothing must be rewritten they are written straight from it, so a typical reply costs one
 //! read and one write and no copy. Frames are decoded only where the pooler must act:
 //! - client Parse/Bind/Describe/Close of *named* statements are renamed to the server's shared
-//!   `lsnpool_<id>` statements (`statements`);
+//!   `lsnpool_<id>` statements (`statements`; not in session mode, which passes them through);
 //! - server ParseComplete/CloseComplete are matched against what was sent, so answers to
 //!   statements the pooler prepared on its own are swallowed (`statements`);
 //! - the commit LSN is asked for behind the transaction's last message (`capture`);
@@ -25,7 +25,7 @@ mod server_frames;
 mod sql;
 mod statements;
 
-pub(crate) use capture::CAPTURE_SQL;
+pub(crate) use capture::{transient_capture, CAPTURE_SQL};
 pub use io::{flush_now, peek_header, read_available, ClientIo};
 pub(crate) use sql::TextFlags;
 
@@ -103,6 +103,9 @@ pub struct RelayPlan {
     /// The session can run this transaction on another connection if this one proves dead
     /// before reading it (transaction mode, attempts left).
     pub replayable: bool,
+    /// Session mode: the client has the server session to itself; its statements keep their
+    /// names and the pooler leaves no object of its own there.
+    pub passthrough: bool,
 }
 
 #[derive(Default, Debug, Clone, Copy)]

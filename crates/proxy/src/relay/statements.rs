@@ -79,6 +79,13 @@ impl Relay<'_, '_, '_> {
         let flags = TextFlags::of(p.query, &class);
         self.note_text(flags);
         let copy = flags.copy;
+        if !p.name.is_empty() && self.plan.passthrough {
+            // Remembered for its class only (a Bind's routing and LSN capture); the server
+            // keeps the name and answers for it.
+            self.state.statements.insert(p.name, p.body, class, flags);
+            self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
+            return Ok(false);
+        }
         if !p.name.is_empty() {
             self.to_server.extend_from_slice(preceding);
             self.named_parse(p.name, p.body, class, flags);
@@ -110,7 +117,7 @@ impl Relay<'_, '_, '_> {
         self.copy.may_run(copy);
         self.note_statement(class.as_ref());
         let mut cut = false;
-        if !b.statement.is_empty() {
+        if !b.statement.is_empty() && !self.plan.passthrough {
             if let Some(id) = self.ensure_prepared(b.statement, preceding) {
                 cut = true;
                 frontend::bind_renamed(&mut self.to_server, &b, StatementName::new(id).as_bytes());
@@ -129,7 +136,7 @@ impl Relay<'_, '_, '_> {
     pub(super) fn client_describe(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
         self.out.unsynced = true;
         let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Describe"))?;
-        if kind != b'S' || name.is_empty() {
+        if kind != b'S' || name.is_empty() || self.plan.passthrough {
             return Ok(false);
         }
         let Some(id) = self.ensure_prepared(name, preceding) else { return Ok(false) };
@@ -141,7 +148,10 @@ impl Relay<'_, '_, '_> {
         self.out.unsynced = true;
         let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Close"))?;
         let mut undo = None;
-        let cut = kind == b'S' && !name.is_empty();
+        if kind == b'S' && self.plan.passthrough {
+            self.state.statements.remove(name);
+        }
+        let cut = kind == b'S' && !name.is_empty() && !self.plan.passthrough;
         if cut {
             // The server statement is shared with other clients: only this client forgets it.
             // The Close still goes out so CloseComplete comes in order.
