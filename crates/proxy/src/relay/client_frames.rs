@@ -74,8 +74,13 @@ impl Relay<'_, '_, '_> {
                     self.capture_after(through)
                 }
                 frontend::QUERY => {
-                    self.client_query(frame, self.plan.classified.at(start));
-                    self.capture_after(through)
+                    let known = self.plan.classified.at(start);
+                    if self.deallocate_locally(frame, preceding, known.as_ref()) {
+                        true
+                    } else {
+                        self.client_query(frame, known);
+                        self.capture_after(through)
+                    }
                 }
                 frontend::FUNCTION_CALL => {
                     self.segment_sent(true);

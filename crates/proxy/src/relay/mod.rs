@@ -142,6 +142,9 @@ pub struct Relay<'c, 's, 'st> {
     /// transaction (LISTEN, a WITH HOLD cursor, SQL PREPARE, a temp table, an advisory lock):
     /// the session asks the server whether the client must stay pinned to it.
     pub session_bound: bool,
+    /// A schema change (CREATE, DROP, ALTER) ran in this transaction: its rollback is one
+    /// too (`lsnpool_pool::schema_changed`).
+    ddl_seen: bool,
     /// Class of the last unnamed Parse, for the Binds that follow it.
     unnamed_class: Option<Classification>,
     captures: Captures,
@@ -194,6 +197,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             may_write: false,
             session_changed: false,
             session_bound: false,
+            ddl_seen: false,
             unnamed_class: None,
             captures: Captures::default(),
             captured: None,
