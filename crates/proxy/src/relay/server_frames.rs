@@ -140,8 +140,12 @@ impl Relay<'_, '_, '_> {
                 self.stats.first_error = Some(code);
             }
         }
-        if self.ddl_seen {
-            // The error may roll back a CREATE: what was prepared after it may be stale.
+        // The error may roll back a CREATE: what was prepared after it may be stale. Or the
+        // server itself says a statement is stale (the schema changed outside this lsnpool):
+        // statements prepared from now on do not reuse the old ones.
+        let stale = (f.code == b"XX000" && f.message.starts_with(b"cache lookup failed"))
+            || (f.code == b"0A000" && f.message.starts_with(b"cached plan must not change"));
+        if self.ddl_seen || stale {
             lsnpool_pool::schema_changed();
         }
         self.drop_unanswered(self.out.answered + 1);
