@@ -140,3 +140,25 @@ async fn reset_returns_to_the_clients_startup_value() {
     let e = Raw::login_with(p.port, PROTOCOL_3_0, &bad, "app").await.err().expect("login must fail");
     assert_eq!(e.code().as_deref(), Some("22023"), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_reconnect_gets_the_same_servers_key_and_cancel_finds_it() {
+    // One server connection, handed from client to client as fast as they reconnect.
+    let p = session_pooler(1);
+    for i in 0..5 {
+        let mut c = Raw::login(p.port, "app", "app").await;
+        let (pid, _) = backend_key(&c);
+        assert_eq!(rows0(&c.simple("SELECT pg_backend_pid()").await), vec![pid.to_string()], "client {i}");
+        let mut f = Fe::new();
+        f.terminate();
+        c.send_fe(&mut f).await;
+    }
+    let (client, conn) = tokio_postgres::connect(&p.dsn("app", "app", ""), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(5)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.expect("send cancel");
+    let e = within(5.0, "cancelled sleep", sleeper).await.expect("join").expect_err("cancelled");
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e:?}");
+}

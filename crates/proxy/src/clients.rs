@@ -149,16 +149,14 @@ impl Drop for Registration {
 
 impl Registration {
     /// Session mode: the client is greeted with its server connection's own key, and a
-    /// CancelRequest carrying it must find this client. False (keep the client's own key)
-    /// when another client holds a key with that pid (a server of another node).
-    pub fn use_server_key(&mut self, pid: i32, secret: i32) -> bool {
-        let Ok(mut m) = self.registry.server_keys.lock() else { return false };
-        if m.contains_key(&pid) {
-            return false;
-        }
+    /// CancelRequest carrying it must find this client. An entry for that pid is replaced:
+    /// the client that had this server connection before may not have logged out yet, and
+    /// one of another cluster's server with the same pid keeps its secret, so its cancel is
+    /// dropped (never forwarded to the wrong server).
+    pub fn use_server_key(&mut self, pid: i32, secret: i32) {
+        let Ok(mut m) = self.registry.server_keys.lock() else { return };
         m.insert(pid, (secret, self.slot.clone()));
         self.server_key = Some((pid, secret));
-        true
     }
 
     /// The BackendKeyData the client is given: its server's in session mode, else its own.
