@@ -260,7 +260,7 @@ fn battery<P>(mode: &str, start: impl Fn() -> (Target, P)) {
     let mut table = String::new();
     let (mut n_ok, mut n_expected, mut n_flaky, mut skipped, mut ran) = (0, 0, 0, 0, 0);
     // DRV_ONLY=name[,name]: run only these drivers (iterating on one by hand)
-    let only = std::env::var("DRV_ONLY").ok();
+    let only = std::env::var("DRV_ONLY").ok().filter(|o| !o.trim().is_empty());
     for d in DRIVERS {
         if only.as_deref().is_some_and(|o| !o.split(',').any(|n| n == d.name)) {
             continue;
