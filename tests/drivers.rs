@@ -1,5 +1,5 @@
 //! Driver compatibility battery: real client drivers (psycopg 3 and 2, asyncpg, SQLAlchemy,
-//! node-postgres, postgres.js, pgjdbc) run the same checks (tests/drivers/*) directly against
+//! node-postgres, postgres.js, pgjdbc, sqlx) run the same checks (tests/drivers/*) directly against
 //! the primary, and through lsnpool in transaction mode, in session mode, and on the cluster's
 //! own name (automatic routing).
 //!
@@ -79,7 +79,11 @@ const DRIVERS: &[Driver] = &[
     Driver { name: "node_pg", part: "node", argv: &["node", "{dir}/pg_battery.js"] },
     Driver { name: "postgresjs", part: "node", argv: &["node", "{dir}/postgresjs_battery.js"] },
     Driver { name: "pgjdbc", part: "java", argv: &["java", "-cp", "{java}:{jar}", "PgJdbc"] },
+    Driver { name: "sqlx", part: "rust", argv: &["{sqlx}"] },
 ];
+
+/// The sqlx program, built by install.sh.
+const SQLX_BIN: &str = "sqlx-target/debug/lsnpool-sqlx-battery";
 
 const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
@@ -112,6 +116,7 @@ fn unavailable(d: &Driver) -> Option<String> {
         "python" => (!dir.join("venv/bin/python").exists()).then(|| "target/drivers/venv missing".to_string()),
         "node" => (!dir.join("node/node_modules").exists()).then(|| "target/drivers/node missing".to_string()),
         "java" => (!PathBuf::from(JDBC_JAR).exists()).then(|| format!("{JDBC_JAR} missing")),
+        "rust" => (!dir.join(SQLX_BIN).exists()).then(|| format!("target/drivers/{SQLX_BIN} missing")),
         _ => None,
     };
     if missing.is_some() {
@@ -169,6 +174,7 @@ fn run_driver(d: &Driver, mode: &str, target: &Target) -> (BTreeMap<String, Outc
         s.replace("{venv}", &dir.join("venv").display().to_string())
             .replace("{java}", &dir.join("java").display().to_string())
             .replace("{jar}", JDBC_JAR)
+            .replace("{sqlx}", &dir.join(SQLX_BIN).display().to_string())
             .replace("{dir}", &repo_root().join("tests/drivers").display().to_string())
     };
     let stdout_path = out_dir.join(format!("{mode}-{}.out", d.name));
@@ -253,7 +259,12 @@ fn battery<P>(mode: &str, start: impl Fn() -> (Target, P)) {
     let mut unexpected_pass = Vec::new();
     let mut table = String::new();
     let (mut n_ok, mut n_expected, mut n_flaky, mut skipped, mut ran) = (0, 0, 0, 0, 0);
+    // DRV_ONLY=name[,name]: run only these drivers (iterating on one by hand)
+    let only = std::env::var("DRV_ONLY").ok().filter(|o| !o.trim().is_empty());
     for d in DRIVERS {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|n| n == d.name)) {
+            continue;
+        }
         if let Some(why) = unavailable(d) {
             // straight to stderr: libtest would swallow eprintln! of a passing test
             let _ = writeln!(std::io::stderr(), "drivers ({mode}): SKIP driver {}: {why}", d.name);

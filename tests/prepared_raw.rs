@@ -504,3 +504,92 @@ async fn consistency_commands_in_the_extended_protocol_are_answered_by_the_poole
     assert_eq!(tags(&msgs), "12nEZ", "{msgs:?}");
     assert_eq!(err_code(&msgs), "22023");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_deallocate_of_a_protocol_statement_works_in_every_state() {
+    let p = PoolerOpts::primary_only().pool_size(2).start();
+    let mut c = Raw::login(p.port, "app", "app").await;
+    let mut f = Fe::new();
+    f.parse("p1", "SELECT 1", &[]).parse("P2", "SELECT 2", &[]).parse("p3", "SELECT 3", &[]).sync();
+    c.send_fe(&mut f).await;
+    assert_eq!(tags(&c.until_ready().await), "111Z");
+
+    // Inside a transaction: the server knows only the pooler's names; the pooler answers.
+    assert_eq!(tags(&c.simple("BEGIN").await), "CZ");
+    let d = c.simple("DEALLOCATE p1").await;
+    assert_eq!(format!("{d:?}"), "[C(DEALLOCATE), Z(T)]");
+    let d = c.simple("deallocate prepare \"P2\"").await;
+    assert_eq!(format!("{d:?}"), "[C(DEALLOCATE), Z(T)]");
+    // Gone for the client: a Bind fails as it would directly.
+    let mut f = Fe::new();
+    f.bind("", "p1", &[]).execute("", 0).sync();
+    c.send_fe(&mut f).await;
+    let r = c.until_ready().await;
+    assert_eq!(err_code(&r), "26000", "{r:?}");
+    // In a failed transaction DEALLOCATE fails as it would directly, and p3 stays.
+    let r = c.simple("DEALLOCATE p3").await;
+    assert_eq!(err_code(&r), "25P02", "{r:?}");
+    assert_eq!(tags(&c.simple("ROLLBACK").await), "CZ");
+    let mut f = Fe::new();
+    f.bind("", "p3", &[]).execute("", 0).sync();
+    c.send_fe(&mut f).await;
+    assert_eq!(rows0(&c.until_ready().await), vec!["3"]);
+    // Outside a transaction too; then the name can be prepared again.
+    assert_eq!(format!("{:?}", c.simple("DEALLOCATE p3").await), "[C(DEALLOCATE), Z(I)]");
+    let mut f = Fe::new();
+    f.parse("p3", "SELECT 33", &[]).bind("", "p3", &[]).execute("", 0).sync();
+    c.send_fe(&mut f).await;
+    assert_eq!(rows0(&c.until_ready().await), vec!["33"]);
+    // A name the client never prepared is the server's to refuse.
+    let r = c.simple("DEALLOCATE nope").await;
+    assert_eq!(err_code(&r), "26000", "{r:?}");
+}
+
+/// psycopg's test_change_type / test_change_type_savepoint: a type dropped (or created in a
+/// rolled-back savepoint) and created again; a statement on it prepared again after that must
+/// not reach the server statement planned with the old type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_on_a_recreated_type_are_prepared_afresh() {
+    // One server connection: every statement below meets the ones prepared before it.
+    let p = PoolerOpts::primary_only().pool_size(1).start();
+    let ty = unique("prep_ty");
+    let sql = format!("SELECT $1::{ty}::text");
+    let bind_run = |name: &'static str, v: &'static str| {
+        let mut f = Fe::new();
+        f.bind("", name, &[Some(v.as_bytes())]).execute("", 0).sync();
+        f
+    };
+
+    // In a savepoint, rolled back, then created again in the same transaction.
+    let mut c = Raw::login(p.port, "app", "app").await;
+    assert!(!tags(&c.simple(&format!("BEGIN; SAVEPOINT s; CREATE TYPE {ty} AS ENUM ('foo')")).await).contains('E'));
+    let mut f = Fe::new();
+    f.parse("a", &sql, &[]).sync();
+    c.send_fe(&mut f).await;
+    assert_eq!(tags(&c.until_ready().await), "1Z");
+    c.send_fe(&mut bind_run("a", "foo")).await;
+    assert_eq!(rows0(&c.until_ready().await), vec!["foo"]);
+    let r = c.simple(&format!("ROLLBACK TO SAVEPOINT s; CREATE TYPE {ty} AS ENUM ('foo', 'bar')")).await;
+    assert!(!tags(&r).contains('E'), "{r:?}");
+    let mut f = Fe::new();
+    f.parse("b", &sql, &[]).sync();
+    c.send_fe(&mut f).await;
+    assert_eq!(tags(&c.until_ready().await), "1Z");
+    c.send_fe(&mut bind_run("b", "bar")).await;
+    let r = c.until_ready().await;
+    assert_eq!(rows0(&r), vec!["bar"], "the statement prepared after the rollback: {r:?}");
+    assert_eq!(tags(&c.simple("COMMIT").await), "CZ");
+
+    // Dropped and created again, committed; another client prepares the same text.
+    let mut d = Raw::login(p.port, "app", "app").await;
+    let r = d.simple(&format!("DROP TYPE {ty}; CREATE TYPE {ty} AS ENUM ('baz')")).await;
+    assert!(!tags(&r).contains('E'), "{r:?}");
+    let mut f = Fe::new();
+    f.parse("c", &sql, &[]).sync();
+    d.send_fe(&mut f).await;
+    assert_eq!(tags(&d.until_ready().await), "1Z");
+    d.send_fe(&mut bind_run("c", "baz")).await;
+    let r = d.until_ready().await;
+    assert_eq!(rows0(&r), vec!["baz"], "another client after DROP/CREATE: {r:?}");
+    d.simple(&format!("DROP TYPE {ty}")).await;
+}

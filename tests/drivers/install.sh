@@ -4,6 +4,7 @@
 #   target/drivers/venv   python venv: psycopg 3 (binary), psycopg2-binary, asyncpg, SQLAlchemy 2
 #   target/drivers/node   npm: pg, postgres (postgres.js)
 #   /usr/share/java/postgresql.jar   Debian's libpostgresql-jdbc-java (pgjdbc), plus a JDK if missing
+#   target/drivers/sqlx-target   the sqlx program (tests/drivers/sqlx, its own cargo workspace)
 #
 # Idempotent and quick when already installed (a stamp file per part records what was
 # installed). A part that cannot be installed is reported and skipped: the battery then skips
@@ -113,10 +114,24 @@ install_java() {
     rm -f "$OUT/java.unavailable"
 }
 
+# ---------------------------------------------------------------- rust (sqlx)
+install_rust() {
+    # cargo itself is the stamp: a warm build is a no-op check of the lock file.
+    command -v cargo >/dev/null 2>&1 || { unavailable rust "cargo not found"; return 0; }
+    log "cargo build tests/drivers/sqlx (sqlx from crates.io) into $OUT/sqlx-target"
+    if ! timeout 1200 cargo build -q --manifest-path "$ROOT/tests/drivers/sqlx/Cargo.toml" \
+            --target-dir "$OUT/sqlx-target" >"$OUT/sqlx-build.log" 2>&1; then
+        unavailable rust "cargo build of tests/drivers/sqlx failed; see $OUT/sqlx-build.log"
+        return 0
+    fi
+    rm -f "$OUT/rust.unavailable"
+}
+
 install_python
 install_node
 install_java
-for part in python node java; do
+install_rust
+for part in python node java rust; do
     [[ -f "$OUT/$part.unavailable" ]] && log "WARNING: $part drivers unavailable: $(cat "$OUT/$part.unavailable")"
 done
 exit 0

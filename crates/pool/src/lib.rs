@@ -9,4 +9,4 @@ mod statements;
 pub use manager::{NodePool, PoolSettings, ServerManager, ServerTarget, ServerTls};
 pub use params::{is_tracked_reported, ParamSync, ParamSyncPlan};
 pub use server::{InternalReply, ServerConn, ServerError, ServerKey};
-pub use statements::{statement_name, CaptureStatement, StatementCache, StatementId, StatementName};
+pub use statements::{schema_changed, schema_epoch, statement_name, Cached, CaptureStatement, StatementCache, StatementId, StatementName};

@@ -97,6 +97,35 @@ impl ServerManager {
     }
 }
 
+impl ServerManager {
+    /// Replaces `conn` (a pooled connection, keeping its place in the pool) with a new login
+    /// whose startup packet carries `startup`: a session-mode client's startup parameters
+    /// become the server session's defaults, so `RESET x` returns to the client's value, as
+    /// on a direct connection. The old connection is closed.
+    pub async fn reopen(&self, conn: &mut ServerConn, startup: &crate::ParamSync) -> Result<(), ServerError> {
+        let t = &self.target;
+        let login = Login {
+            addr: &t.addr,
+            user: &t.user,
+            password: t.password.as_deref(),
+            database: &t.database,
+            label: t.label.clone(),
+            tls: t.tls.as_ref(),
+            startup: Some(startup),
+        };
+        let timeout = self.settings().connect_timeout;
+        let r = tokio::time::timeout(timeout, ServerConn::connect(&login)).await;
+        let (new, _) = match r {
+            Ok(r) => r?,
+            Err(_) => return Err(ServerError::Timeout { addr: t.addr.clone(), timeout }),
+        };
+        metrics::counter!("lsnpool_server_connections_opened_total", "node" => t.label.to_string()).increment(1);
+        tracing::debug!(node = %t.label, old = conn.key.pid, pid = new.key.pid, "server connection reopened with a session's startup parameters");
+        *conn = new;
+        Ok(())
+    }
+}
+
 impl managed::Manager for ServerManager {
     type Type = ServerConn;
     type Error = ServerError;
@@ -123,6 +152,7 @@ impl ServerManager {
             database: &t.database,
             label: t.label.clone(),
             tls: t.tls.as_ref(),
+            startup: None,
         };
         let (conn, reported) = ServerConn::connect(&login).await.inspect_err(|e| {
             tracing::warn!(node = %t.label, error = %e, "server connection failed");

@@ -80,6 +80,13 @@ pub struct ServerConn {
     pub label: Arc<str>,
     /// Client parameters currently applied on this session (see `params`).
     pub params: ParamSync,
+    /// The client startup parameters this connection was opened with (session mode opens a
+    /// connection with its client's, so `RESET` returns to them); `None`: the pool's own
+    /// login. A `RESET ALL` or `DISCARD ALL` brings `params` back to these.
+    pub startup: Option<ParamSync>,
+    /// The ParameterStatus values the server reported at login: a session-mode client is
+    /// greeted with exactly these.
+    pub reported: Vec<(String, String)>,
     pub statements: StatementCache,
     /// Set by whoever saw this connection misbehave or left it mid-exchange: it must not be
     /// reused.
@@ -99,6 +106,9 @@ pub struct Login<'a> {
     pub password: Option<&'a str>,
     pub database: &'a str,
     pub label: Arc<str>,
+    /// Session parameters for the startup packet: a session-mode client's own; `None` for
+    /// the pool's connections (which say `application_name=lsnpool`).
+    pub startup: Option<&'a ParamSync>,
 }
 
 /// SSLRequest, then the TLS handshake if the server answers `S` (plain on `N`, unless TLS is
@@ -140,7 +150,9 @@ impl ServerConn {
             replay: BytesMut::new(),
             key: ServerKey { addr: peer, pid: 0, secret: 0 },
             label: login.label.clone(),
-            params: ParamSync::default(),
+            params: login.startup.cloned().unwrap_or_default(),
+            startup: login.startup.cloned(),
+            reported: Vec::new(),
             statements: StatementCache::default(),
             broken: false,
             notifications: BytesMut::new(),
@@ -148,6 +160,7 @@ impl ServerConn {
             registered: None,
         };
         let reported = conn.login(login).await?;
+        conn.reported.clone_from(&reported);
         let local = conn.stream.local_addr().ok();
         conn.registered = Some(register(login.label.clone(), login.user, login.database, peer, local, conn.key.pid));
         Ok((conn, reported))
@@ -163,10 +176,12 @@ impl ServerConn {
 
     async fn login(&mut self, login: &Login<'_>) -> Result<Vec<(String, String)>, ServerError> {
         let mut out = BytesMut::new();
-        frontend::startup(
-            &mut out,
-            &[("user", login.user), ("database", login.database), ("application_name", "lsnpool")],
-        );
+        let mut params = vec![("user", login.user), ("database", login.database)];
+        match login.startup {
+            Some(client) => params.extend(client.iter()),
+            None => params.push(("application_name", "lsnpool")),
+        }
+        frontend::startup(&mut out, &params);
         self.write(&out).await?;
         let mut scram: Option<ScramClient> = None;
         let mut reported = Vec::new();
@@ -322,6 +337,11 @@ impl ServerConn {
             }
         }
         Ok(reply)
+    }
+
+    /// The parameter record a `RESET ALL` or `DISCARD ALL` leaves: the startup values.
+    pub fn startup_params(&self) -> ParamSync {
+        self.startup.clone().unwrap_or_default()
     }
 
     /// Convenience for a simple query.

@@ -60,6 +60,38 @@ struct Entry {
     body: Bytes,
     id: StatementId,
     last_used: u64,
+    /// The schema epoch when it was prepared.
+    epoch: u64,
+}
+
+/// Counts schema changes seen through this lsnpool (DROP, ALTER, a rolled-back CREATE) that
+/// may leave a prepared statement stale: its parameter types fixed at Parse may name a type
+/// that is gone (`cache lookup failed for type N`), or its result type changed. PostgreSQL
+/// re-plans a stale statement by itself, but not its parameter types, and a shared server
+/// statement prepared before the change would reach a client that prepared after it. One
+/// counter for the process: schema changes are rare, and a false alarm costs a re-Parse.
+static SCHEMA_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+pub fn schema_epoch() -> u64 {
+    SCHEMA_EPOCH.load(Ordering::Acquire)
+}
+
+/// A schema change was seen: server statements prepared before now are not reused for
+/// client statements prepared after it.
+pub fn schema_changed() {
+    SCHEMA_EPOCH.fetch_add(1, Ordering::AcqRel);
+    metrics::counter!("lsnpool_schema_changes_total").increment(1);
+}
+
+/// What a lookup found for a client statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// Prepared on this connection no earlier than the client's statement: use it.
+    Fresh(StatementId),
+    /// Prepared before a schema change the client's statement came after: forgotten here;
+    /// the caller Closes it on the server and prepares afresh.
+    Stale(StatementId),
+    Missing,
 }
 
 /// The pooler's own commit-LSN statement on one server connection.
@@ -94,9 +126,26 @@ impl StatementCache {
         Some(e.id)
     }
 
+    /// Like [`StatementCache::get`], for a client statement prepared at schema epoch
+    /// `since`: a server statement prepared before that is stale.
+    pub fn lookup(&mut self, hash: u64, body: &Bytes, since: u64) -> Cached {
+        self.tick += 1;
+        let Some(e) = self.by_hash.get_mut(&hash) else { return Cached::Missing };
+        if e.body != *body {
+            return Cached::Missing;
+        }
+        if e.epoch < since {
+            let id = e.id;
+            self.by_hash.remove(&hash);
+            return Cached::Stale(id);
+        }
+        e.last_used = self.tick;
+        Cached::Fresh(e.id)
+    }
+
     pub fn insert(&mut self, hash: u64, body: Bytes, id: StatementId) {
         self.tick += 1;
-        self.by_hash.insert(hash, Entry { body, id, last_used: self.tick });
+        self.by_hash.insert(hash, Entry { body, id, last_used: self.tick, epoch: schema_epoch() });
     }
 
     /// The statement's Parse failed: the server never created it.
@@ -168,6 +217,20 @@ mod tests {
         assert_eq!(c.get(7, &Bytes::from_static(b"SELECT 1\0\0\0")), Some(StatementId(1)));
         assert_eq!(c.get(7, &Bytes::from_static(b"SELECT 2\0\0\0")), None);
         assert_eq!(c.get(8, &Bytes::from_static(b"SELECT 1\0\0\0")), None);
+    }
+
+    #[test]
+    fn a_statement_prepared_before_a_schema_change_is_stale_for_later_clients() {
+        let mut c = StatementCache::default();
+        let body = Bytes::from_static(b"SELECT $1::t\0\0\0");
+        c.insert(1, body.clone(), StatementId(1));
+        let before = schema_epoch();
+        assert_eq!(c.lookup(1, &body, before), Cached::Fresh(StatementId(1)));
+        schema_changed();
+        // A client statement from before the change still gets it (as it would directly).
+        assert_eq!(c.lookup(1, &body, before), Cached::Fresh(StatementId(1)));
+        assert_eq!(c.lookup(1, &body, schema_epoch()), Cached::Stale(StatementId(1)));
+        assert_eq!(c.lookup(1, &body, schema_epoch()), Cached::Missing, "forgotten once stale");
     }
 
     #[test]

@@ -120,12 +120,16 @@ impl ClientSlot {
 #[derive(Default)]
 pub struct ClientRegistry {
     slots: Mutex<HashMap<i32, Arc<ClientSlot>>>,
+    /// Session mode: clients greeted with their server's own BackendKeyData, by that pid
+    /// (with its secret). A CancelRequest carrying it finds the client here.
+    server_keys: Mutex<HashMap<i32, (i32, Arc<ClientSlot>)>>,
 }
 
 /// Removes the client's slot when its session ends, however it ends.
 pub struct Registration {
     registry: Arc<ClientRegistry>,
     pub slot: Arc<ClientSlot>,
+    server_key: Option<(i32, i32)>,
 }
 
 impl Drop for Registration {
@@ -133,6 +137,31 @@ impl Drop for Registration {
         if let Ok(mut m) = self.registry.slots.lock() {
             m.remove(&self.slot.pid);
         }
+        if let Some((pid, _)) = self.server_key {
+            if let Ok(mut m) = self.registry.server_keys.lock() {
+                if m.get(&pid).is_some_and(|(_, s)| Arc::ptr_eq(s, &self.slot)) {
+                    m.remove(&pid);
+                }
+            }
+        }
+    }
+}
+
+impl Registration {
+    /// Session mode: the client is greeted with its server connection's own key, and a
+    /// CancelRequest carrying it must find this client. An entry for that pid is replaced:
+    /// the client that had this server connection before may not have logged out yet, and
+    /// one of another cluster's server with the same pid keeps its secret, so its cancel is
+    /// dropped (never forwarded to the wrong server).
+    pub fn use_server_key(&mut self, pid: i32, secret: i32) {
+        let Ok(mut m) = self.registry.server_keys.lock() else { return };
+        m.insert(pid, (secret, self.slot.clone()));
+        self.server_key = Some((pid, secret));
+    }
+
+    /// The BackendKeyData the client is given: its server's in session mode, else its own.
+    pub fn key(&self) -> (i32, i32) {
+        self.server_key.unwrap_or((self.slot.pid, self.slot.secret))
     }
 }
 
@@ -160,7 +189,7 @@ impl ClientRegistry {
             wait: Mutex::new(None),
         });
         m.insert(pid, slot.clone());
-        Registration { registry: self.clone(), slot }
+        Registration { registry: self.clone(), slot, server_key: None }
     }
 
     /// The longest current wait for a server connection per (pool label, user).
@@ -179,7 +208,10 @@ impl ClientRegistry {
     /// The client a CancelRequest's key names, if the secret matches.
     pub fn find(&self, pid: i32, secret: i32) -> Option<Arc<ClientSlot>> {
         let slot = self.slots.lock().ok().and_then(|m| m.get(&pid).cloned());
-        slot.filter(|s| s.secret == secret)
+        slot.filter(|s| s.secret == secret).or_else(|| {
+            let m = self.server_keys.lock().ok()?;
+            m.get(&pid).filter(|(s, _)| *s == secret).map(|(_, slot)| slot.clone())
+        })
     }
 
     /// Every logged-in client, oldest first.

@@ -247,13 +247,27 @@ impl Lease {
                 Ok(r) if r.error.is_none() && r.status == TxStatus::Idle => {
                     if sql.contains("DISCARD") {
                         self.statements.clear();
-                        self.params = Default::default();
+                        self.params = self.startup_params();
                     }
                 }
                 _ => return,
             }
         }
         self.give_back();
+    }
+
+    /// Session mode: makes this the connection a client with `startup` parameters would
+    /// have opened itself, reopening it with them unless it was opened with the very same
+    /// (then `RESET` returns to the client's startup values). `Err`: the connection is gone.
+    pub async fn open_for_session(&mut self, pool: &NodePool, startup: &ParamSync) -> Result<(), lsnpool_pool::ServerError> {
+        if self.startup.as_ref() == Some(startup) {
+            return Ok(());
+        }
+        let Some(server) = self.server.as_mut() else { return Ok(()) };
+        server.set_active(false);
+        let r = pool.manager().reopen(server, startup).await;
+        server.set_active(true);
+        r
     }
 
     /// Closes the connection instead of giving it back.

@@ -4,12 +4,14 @@
 
 use crate::admin::AdminAccess;
 use crate::clients::{ClientInfo, Registration};
+use crate::lease::{Borrower, Lease, Refusal};
 use crate::client_params::{reported_to_client, session_params};
 use crate::pooler::{ClientGuard, Pooler};
 use crate::topology::{ClientSecret, Database, Topology, User};
 use bytes::{Buf, BytesMut};
 use lsnpool_auth::{md5_salt, verify_md5_response, ScramServer};
-use lsnpool_config::ADMIN_DATABASES;
+use lsnpool_config::{PoolMode, ADMIN_DATABASES};
+use lsnpool_router::RoutingMode;
 use lsnpool_pool::ParamSync;
 use lsnpool_protocol::backend::{self, PoolerError, TxStatus};
 use lsnpool_protocol::frame::{read_cstr, read_i32, Header, HEADER_LEN};
@@ -39,6 +41,9 @@ pub struct LoggedIn {
     pub registration: Registration,
     /// `lsnpool.report_commit_lsn` was on in the startup packet (or its `options`).
     pub report_commit_lsn: bool,
+    /// Session mode: the client's server connection, taken at login (its BackendKeyData is
+    /// the client's).
+    pub server: Option<Lease>,
     /// Holds the client's place under max_client_conn for as long as the session lives.
     pub _guard: ClientGuard,
 }
@@ -165,23 +170,50 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
             }
         },
     };
-    let registration = pooler.clients.register(ClientInfo {
+    let mut registration = pooler.clients.register(ClientInfo {
         user: user.clone(),
         database: db.clone(),
         addr: peer,
         application_name: params.get("application_name").unwrap_or_default().to_string(),
         connected_at: std::time::SystemTime::now(),
     });
-    for (k, v) in reported_to_client(&server_params, &params) {
+    let mut greeting = reported_to_client(&server_params, &params);
+    let mut server = None;
+    if topology.pool_mode() == PoolMode::Session && db.mode != RoutingMode::ReplicaOnly {
+        // Session mode is a direct connection through a pool: the client's own server
+        // session, opened with its startup parameters, greeted as that server greets it.
+        let who = Borrower { slot: &registration.slot, db: &db };
+        match session_server(pooler, &pools, &who, &params).await {
+            Ok(lease) => {
+                greeting.clone_from(&lease.reported);
+                registration.use_server_key(lease.key.pid, lease.key.secret);
+                server = Some(lease);
+            }
+            Err(r) => return refuse_after(stream, out, &r.code, &r.message, r.hint).await,
+        }
+    }
+    for (k, v) in greeting {
         backend::parameter_status(&mut out, &k, &v);
     }
-    backend::backend_key_data(&mut out, registration.slot.pid, registration.slot.secret());
+    let (pid, secret) = registration.key();
+    backend::backend_key_data(&mut out, pid, secret);
     backend::ready_for_query(&mut out, TxStatus::Idle);
     if let Err(e) = stream.write_all(&out).await {
         return Err(e.into());
     }
     let report_commit_lsn = crate::client_params::reports_commit_lsn(&startup);
-    Ok(Accepted::Session(Box::new(LoggedIn { topology, db, user, params, registration, report_commit_lsn, _guard: guard })))
+    Ok(Accepted::Session(Box::new(LoggedIn { topology, db, user, params, registration, report_commit_lsn, server, _guard: guard })))
+}
+
+/// Session mode: the client's server connection, taken at login, opened with the client's
+/// startup parameters (a pooled one opened with the very same is reused as it is).
+async fn session_server(pooler: &Pooler, pools: &crate::topology::ClusterPools, who: &Borrower<'_>, params: &ParamSync) -> Result<Lease, Refusal> {
+    let mut lease = Lease::checkout(&pools.primary, pooler.wait_unpaused(&who.db.name), who).await?;
+    match lease.open_for_session(&pools.primary, params).await {
+        Ok(()) => Ok(lease),
+        // A value the server refuses at login is refused as the server would refuse it.
+        Err(e) => Err(Refusal::new(e.sqlstate(), format!("could not open a server session: {e}"), None)),
+    }
 }
 
 /// Protocol 3.2 and `_pq_.` options are not spoken here: NegotiateProtocolVersion says 3.0.

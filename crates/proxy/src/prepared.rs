@@ -17,6 +17,9 @@ pub struct ClientStatement {
     pub flags: TextFlags,
     /// The query rule it matches, cached per rule set (see `rules::SessionRules`).
     pub rule: AtomicU64,
+    /// The schema epoch at its Parse (`lsnpool_pool::schema_epoch`): a server statement
+    /// prepared before it is not used for it.
+    pub epoch: u64,
 }
 
 #[derive(Default)]
@@ -30,7 +33,7 @@ impl ClientStatements {
     }
 
     pub fn insert(&mut self, name: &[u8], body: &[u8], class: Classification, flags: TextFlags) -> &ClientStatement {
-        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, flags, rule: AtomicU64::new(0) };
+        let stmt = ClientStatement { body: Bytes::copy_from_slice(body), hash: body_hash(body), class, flags, rule: AtomicU64::new(0), epoch: lsnpool_pool::schema_epoch() };
         let name = Bytes::copy_from_slice(name);
         self.by_name.insert(name.clone(), stmt);
         &self.by_name[&name]

@@ -39,7 +39,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn primary() -> Target {
+    pub(crate) fn primary() -> Target {
         Target { route: Route::Primary, replay_lsn: Lsn::ZERO, capture_reads: false }
     }
 }

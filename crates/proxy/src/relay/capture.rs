@@ -24,6 +24,21 @@ pub(crate) const CAPTURE_SQL: &str = capture_query!();
 /// commit costs the server a Bind and an Execute, not a parse and a plan.
 const CAPTURE_PARSE_BODY: &[u8] = concat!(capture_query!(), "\0\0\0").as_bytes();
 
+/// Session mode's capture: prepared, run and closed in one flight, so the client's session
+/// shows no statement of the pooler's between its own messages (`pg_prepared_statements`), and
+/// its unnamed statement and portal are left alone (a simple Query would drop the unnamed
+/// statement). Costs the server a parse and plan of a one-function SELECT per commit.
+pub(crate) fn transient_capture(buf: &mut bytes::BytesMut) {
+    const NAME: &[u8] = b"lsnpool_capture";
+    frontend::parse_with_body(buf, NAME, CAPTURE_PARSE_BODY);
+    let at = buf.len();
+    frontend::execute_prepared(buf, NAME);
+    // execute_prepared ends with a Sync: the Close goes before it.
+    buf.truncate(buf.len().saturating_sub(5).max(at));
+    frontend::target(buf, frontend::CLOSE, b'S', NAME);
+    frontend::sync(buf);
+}
+
 #[derive(Default)]
 pub(super) struct Captures {
     /// Segments (by number) that are the pooler's own LSN captures, answered in order, and
@@ -41,6 +56,14 @@ impl Relay<'_, '_, '_> {
     }
 
     pub(super) fn append_capture(&mut self) {
+        if self.plan.passthrough {
+            transient_capture(&mut self.to_server);
+            self.out.ready += 1;
+            self.out.sent += 1;
+            self.captures.pending.push_back((self.out.sent, self.may_write));
+            self.may_write = false;
+            return;
+        }
         let id = match self.server.statements.capture() {
             CaptureStatement::Ready(id) => id,
             prior => {

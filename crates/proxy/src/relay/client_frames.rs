@@ -6,7 +6,6 @@ use super::sql::{drops_all_statements, resets_all, TextFlags};
 use super::{ClientStep, Relay, Violation};
 use crate::batch::Classified;
 use bytes::Buf;
-use lsnpool_pool::ParamSync;
 use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::frontend;
 use lsnpool_router::{classify_bytes as classify_sql, Classification, StatementClass};
@@ -75,8 +74,13 @@ impl Relay<'_, '_, '_> {
                     self.capture_after(through)
                 }
                 frontend::QUERY => {
-                    self.client_query(frame, self.plan.classified.at(start));
-                    self.capture_after(through)
+                    let known = self.plan.classified.at(start);
+                    if self.deallocate_locally(frame, preceding, known.as_ref()) {
+                        true
+                    } else {
+                        self.client_query(frame, known);
+                        self.capture_after(through)
+                    }
                 }
                 frontend::FUNCTION_CALL => {
                     self.segment_sent(true);
@@ -120,7 +124,7 @@ impl Relay<'_, '_, '_> {
         if resets_all(sql) {
             // The server session's parameters are back to their startup values: our record of
             // what was applied there is void.
-            self.server.params = ParamSync::default();
+            self.server.params = self.server.startup_params();
         }
         let class = known.unwrap_or_else(|| classify_sql(sql));
         let flags = TextFlags::of(sql, &class);

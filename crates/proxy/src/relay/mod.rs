@@ -4,7 +4,7 @@
 //! nothing must be rewritten they are written straight from it, so a typical reply costs one
 //! read and one write and no copy. Frames are decoded only where the pooler must act:
 //! - client Parse/Bind/Describe/Close of *named* statements are renamed to the server's shared
-//!   `lsnpool_<id>` statements (`statements`);
+//!   `lsnpool_<id>` statements (`statements`; not in session mode, which passes them through);
 //! - server ParseComplete/CloseComplete are matched against what was sent, so answers to
 //!   statements the pooler prepared on its own are swallowed (`statements`);
 //! - the commit LSN is asked for behind the transaction's last message (`capture`);
@@ -25,7 +25,7 @@ mod server_frames;
 mod sql;
 mod statements;
 
-pub(crate) use capture::CAPTURE_SQL;
+pub(crate) use capture::{transient_capture, CAPTURE_SQL};
 pub use io::{flush_now, peek_header, read_available, ClientIo};
 pub(crate) use sql::TextFlags;
 
@@ -104,6 +104,9 @@ pub struct RelayPlan {
     /// The session can run this transaction on another connection if this one proves dead
     /// before reading it (transaction mode, attempts left).
     pub replayable: bool,
+    /// Session mode: the client has the server session to itself; its statements keep their
+    /// names and the pooler leaves no object of its own there.
+    pub passthrough: bool,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -140,6 +143,9 @@ pub struct Relay<'c, 's, 'st> {
     /// transaction (LISTEN, a WITH HOLD cursor, SQL PREPARE, a temp table, an advisory lock):
     /// the session asks the server whether the client must stay pinned to it.
     pub session_bound: bool,
+    /// A schema change (CREATE, DROP, ALTER) ran in this transaction: its rollback is one
+    /// too (`lsnpool_pool::schema_changed`).
+    ddl_seen: bool,
     /// Class of the last unnamed Parse, for the Binds that follow it.
     unnamed_class: Option<Classification>,
     captures: Captures,
@@ -192,6 +198,7 @@ impl<'c, 's, 'st> Relay<'c, 's, 'st> {
             may_write: false,
             session_changed: false,
             session_bound: false,
+            ddl_seen: false,
             unnamed_class: None,
             captures: Captures::default(),
             captured: None,

@@ -5,7 +5,6 @@
 use super::io::Filled;
 use super::Relay;
 use bytes::Buf;
-use lsnpool_pool::ParamSync;
 use lsnpool_protocol::backend;
 use lsnpool_protocol::frame::Frames;
 use std::io;
@@ -141,6 +140,14 @@ impl Relay<'_, '_, '_> {
                 self.stats.first_error = Some(code);
             }
         }
+        // The error may roll back a CREATE: what was prepared after it may be stale. Or the
+        // server itself says a statement is stale (the schema changed outside this lsnpool):
+        // statements prepared from now on do not reuse the old ones.
+        let stale = (f.code == b"XX000" && f.message.starts_with(b"cache lookup failed"))
+            || (f.code == b"0A000" && f.message.starts_with(b"cached plan must not change"));
+        if self.ddl_seen || stale {
+            lsnpool_pool::schema_changed();
+        }
         self.drop_unanswered(self.out.answered + 1);
     }
 
@@ -153,15 +160,28 @@ impl Relay<'_, '_, '_> {
             b"DEALLOCATE ALL" => self.server.statements.clear(),
             b"DISCARD ALL" => {
                 self.server.statements.clear();
-                self.server.params = ParamSync::default();
+                self.server.params = self.server.startup_params();
                 self.session_changed = true;
             }
+            // A schema change that may leave prepared statements stale (see
+            // `lsnpool_pool::schema_changed`); a CREATE counts once rolled back.
+            t if t.starts_with(b"DROP ") || t.starts_with(b"ALTER ") => {
+                self.ddl_seen = true;
+                lsnpool_pool::schema_changed();
+            }
+            t if t.starts_with(b"CREATE ") => {
+                self.ddl_seen = true;
+                if t == b"CREATE TABLE" {
+                    self.session_bound = true;
+                }
+            }
+            b"ROLLBACK" if self.ddl_seen => lsnpool_pool::schema_changed(),
             // SET, RESET, SET ROLE, SET SESSION AUTHORIZATION, SET LOCAL (a false positive):
             // the session may now differ from what the pooler recorded.
             b"SET" | b"RESET" => self.session_changed = true,
             // What lives on this server connection beyond the transaction: a LISTEN, a WITH
             // HOLD cursor, an SQL-level prepared statement, maybe a temporary table.
-            b"LISTEN" | b"DECLARE CURSOR" | b"PREPARE" | b"CREATE TABLE" => self.session_bound = true,
+            b"LISTEN" | b"DECLARE CURSOR" | b"PREPARE" => self.session_bound = true,
             _ => {}
         }
     }

@@ -10,8 +10,8 @@
 use super::{Relay, Violation};
 use crate::prepared::ClientStatement;
 use bytes::Bytes;
-use lsnpool_pool::{StatementId, StatementName};
-use lsnpool_protocol::backend;
+use lsnpool_pool::{Cached, StatementId, StatementName};
+use lsnpool_protocol::backend::{self, TxStatus};
 use lsnpool_protocol::frontend;
 use super::sql::TextFlags;
 use lsnpool_router::{classify_bytes as classify_sql, Classification, Deallocate};
@@ -38,6 +38,11 @@ enum CloseAnswer {
     /// Stands in for a skipped Parse: becomes a ParseComplete. Holds the client name to
     /// forget if the server skips it.
     AsParseComplete(Bytes),
+    /// The pooler's Close of a stale statement of its own: swallowed.
+    Swallow,
+    /// Stands in for a client's SQL `DEALLOCATE name` of its own statement: becomes the
+    /// CommandComplete `DEALLOCATE`.
+    AsDeallocate,
 }
 
 struct Undo {
@@ -79,6 +84,13 @@ impl Relay<'_, '_, '_> {
         let flags = TextFlags::of(p.query, &class);
         self.note_text(flags);
         let copy = flags.copy;
+        if !p.name.is_empty() && self.plan.passthrough {
+            // Remembered for its class only (a Bind's routing and LSN capture); the server
+            // keeps the name and answers for it.
+            self.state.statements.insert(p.name, p.body, class, flags);
+            self.out.parses.push_back((self.out.sent, ParseAnswer::Forward(None)));
+            return Ok(false);
+        }
         if !p.name.is_empty() {
             self.to_server.extend_from_slice(preceding);
             self.named_parse(p.name, p.body, class, flags);
@@ -110,7 +122,7 @@ impl Relay<'_, '_, '_> {
         self.copy.may_run(copy);
         self.note_statement(class.as_ref());
         let mut cut = false;
-        if !b.statement.is_empty() {
+        if !b.statement.is_empty() && !self.plan.passthrough {
             if let Some(id) = self.ensure_prepared(b.statement, preceding) {
                 cut = true;
                 frontend::bind_renamed(&mut self.to_server, &b, StatementName::new(id).as_bytes());
@@ -129,7 +141,7 @@ impl Relay<'_, '_, '_> {
     pub(super) fn client_describe(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
         self.out.unsynced = true;
         let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Describe"))?;
-        if kind != b'S' || name.is_empty() {
+        if kind != b'S' || name.is_empty() || self.plan.passthrough {
             return Ok(false);
         }
         let Some(id) = self.ensure_prepared(name, preceding) else { return Ok(false) };
@@ -137,11 +149,50 @@ impl Relay<'_, '_, '_> {
         Ok(true)
     }
 
+    /// A simple Query that is one `DEALLOCATE name` of this client's protocol-level
+    /// statement: the server knows it under a shared name, so the pooler answers it, in any
+    /// transaction state, by forgetting the name. On the wire it becomes a Close of a name that
+    /// does not exist plus a Sync, whose CloseComplete becomes the `DEALLOCATE` tag and whose
+    /// ReadyForQuery tells the transaction's state, in order with everything else. Not in a
+    /// failed transaction (the server's 25P02 is the answer there) nor in the middle of an
+    /// unsynced extended batch. Returns whether it did (then `preceding` was written).
+    pub(super) fn deallocate_locally(&mut self, frame: &[u8], preceding: &[u8], known: Option<&Classification>) -> bool {
+        if self.plan.passthrough || self.out.unsynced || self.status == TxStatus::Failed {
+            return false;
+        }
+        let sql = frontend::parse_query(frame).unwrap_or_default();
+        let class = match known {
+            Some(c) => *c,
+            None if starts_with_word(sql, b"deallocate") => classify_sql(sql),
+            None => return false,
+        };
+        let name = match class.deallocate {
+            Some(d @ Deallocate::Named { .. }) if class.statements == 1 => d.name(sql),
+            _ => None,
+        };
+        let Some(name) = name else { return false };
+        if self.state.statements.remove(&name).is_none() {
+            return false; // an SQL-level PREPARE's name: the server's to answer
+        }
+        self.stats.queries += 1;
+        // Not undoable: a replay would find the statement gone.
+        self.stop_replay();
+        self.to_server.extend_from_slice(preceding);
+        frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
+        frontend::sync(&mut self.to_server);
+        self.out.closes.push_back((self.out.sent, CloseAnswer::AsDeallocate));
+        self.segment_sent(true);
+        true
+    }
+
     pub(super) fn client_close(&mut self, frame: &[u8], preceding: &[u8]) -> Result<bool, Violation> {
         self.out.unsynced = true;
         let (kind, name) = frontend::parse_target(frame).ok_or_else(|| Violation::malformed("Close"))?;
         let mut undo = None;
-        let cut = kind == b'S' && !name.is_empty();
+        if kind == b'S' && self.plan.passthrough {
+            self.state.statements.remove(name);
+        }
+        let cut = kind == b'S' && !name.is_empty() && !self.plan.passthrough;
         if cut {
             // The server statement is shared with other clients: only this client forgets it.
             // The Close still goes out so CloseComplete comes in order.
@@ -165,8 +216,8 @@ impl Relay<'_, '_, '_> {
             return;
         }
         let stmt = self.state.statements.insert(client_name, body, class, flags);
-        let (hash, body) = (stmt.hash, stmt.body.clone());
-        if self.server.statements.get(hash, &body).is_some() {
+        let (hash, body, epoch) = (stmt.hash, stmt.body.clone(), stmt.epoch);
+        if self.cached(hash, &body, epoch).is_some() {
             frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
             self.out.closes.push_back((self.out.sent, CloseAnswer::AsParseComplete(Bytes::copy_from_slice(client_name))));
             return;
@@ -182,14 +233,29 @@ impl Relay<'_, '_, '_> {
     /// message then goes out unchanged and the server raises the error PostgreSQL would.
     fn ensure_prepared(&mut self, name: &[u8], preceding: &[u8]) -> Option<StatementId> {
         let stmt = self.state.statements.get(name)?;
-        let (hash, body) = (stmt.hash, stmt.body.clone());
+        let (hash, body, epoch) = (stmt.hash, stmt.body.clone(), stmt.epoch);
         self.to_server.extend_from_slice(preceding);
-        if let Some(id) = self.server.statements.get(hash, &body) {
+        if let Some(id) = self.cached(hash, &body, epoch) {
             return Some(id);
         }
         let id = self.prepare_on_server(hash, body);
         self.out.parses.push_back((self.out.sent, ParseAnswer::Swallow(Undo { hash, client_name: None })));
         Some(id)
+    }
+
+    /// The server statement for `body` on this connection unless it is missing or older
+    /// than a schema change the client's statement (at `epoch`) came after; a stale one is
+    /// Closed (its CloseComplete swallowed) so it does not linger on the server.
+    fn cached(&mut self, hash: u64, body: &Bytes, epoch: u64) -> Option<StatementId> {
+        match self.server.statements.lookup(hash, body, epoch) {
+            Cached::Fresh(id) => Some(id),
+            Cached::Stale(old) => {
+                frontend::target(&mut self.to_server, frontend::CLOSE, b'S', StatementName::new(old).as_bytes());
+                self.out.closes.push_back((self.out.sent, CloseAnswer::Swallow));
+                None
+            }
+            Cached::Missing => None,
+        }
     }
 
     /// Sends a Parse of `body` under a new server name and records it as prepared there.
@@ -223,10 +289,23 @@ impl Relay<'_, '_, '_> {
 
     /// CloseComplete: becomes a ParseComplete when it stands in for a skipped Parse.
     pub(super) fn close_answered(&mut self, preceding: &[u8]) -> bool {
-        let Some((_, CloseAnswer::AsParseComplete(_))) = self.out.closes.pop_front() else { return false };
-        self.client.wbuf.extend_from_slice(preceding);
-        backend::parse_complete(&mut self.client.wbuf);
-        true
+        match self.out.closes.pop_front() {
+            Some((_, CloseAnswer::AsParseComplete(_))) => {
+                self.client.wbuf.extend_from_slice(preceding);
+                backend::parse_complete(&mut self.client.wbuf);
+                true
+            }
+            Some((_, CloseAnswer::Swallow)) => {
+                self.client.wbuf.extend_from_slice(preceding);
+                true
+            }
+            Some((_, CloseAnswer::AsDeallocate)) => {
+                self.client.wbuf.extend_from_slice(preceding);
+                backend::command_complete(&mut self.client.wbuf, "DEALLOCATE");
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Every ReadyForQuery, whoever it answers: the transaction status, one segment answered,
@@ -265,4 +344,11 @@ impl Relay<'_, '_, '_> {
             }
         }
     }
+}
+
+/// Whether `sql` starts (after whitespace) with `word`, any case: a cheap look before a
+/// classification.
+fn starts_with_word(sql: &[u8], word: &[u8]) -> bool {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(sql.len());
+    sql.get(start..start + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
 }

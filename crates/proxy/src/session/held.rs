@@ -18,6 +18,9 @@ impl Session {
         let early = server.notifications.split();
         self.client.wbuf.extend_from_slice(&early);
         self.held = Some(Box::new((server, target)));
+        // A NotificationResponse read in the same chunk as the answer to the pooler's own
+        // query sits in the buffer already: the socket will not wake anyone for it.
+        self.forward_buffered();
     }
 
 
@@ -26,9 +29,24 @@ impl Session {
     /// sees it at once, as it would on a direct connection. `Err` ends the session.
     pub(super) fn relay_server_messages(&mut self) -> io::Result<()> {
         let Some(held) = self.held.as_deref_mut() else { return Ok(()) };
+        let conn: &mut lsnpool_pool::ServerConn = &mut held.0;
+        conn.buf.reserve(READ_CHUNK);
+        let read = crate::relay::read_available(&mut conn.stream, &mut conn.buf);
+        self.forward_buffered();
+        match read {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forwards the complete frames the held server connection's buffer holds.
+    fn forward_buffered(&mut self) {
+        let Some(held) = self.held.as_deref_mut() else { return };
+        if held.0.buf.is_empty() {
+            return;
+        }
         let mut buf = std::mem::take(&mut held.0.buf);
-        buf.reserve(READ_CHUNK);
-        let read = crate::relay::read_available(&mut held.0.stream, &mut buf);
         let mut consumed = 0;
         for (h, frame) in Frames::new(&buf, usize::MAX).map_while(Result::ok) {
             consumed += h.frame_len;
@@ -40,11 +58,6 @@ impl Session {
         buf.advance(consumed);
         if let Some(held) = self.held.as_deref_mut() {
             held.0.buf = buf;
-        }
-        match read {
-            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
-            _ => Ok(()),
         }
     }
 

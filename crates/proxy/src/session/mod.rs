@@ -66,7 +66,7 @@ impl Session {
     pub fn new(
         pooler: Arc<Pooler>,
         stream: lsnpool_net::Stream,
-        login: LoggedIn,
+        mut login: LoggedIn,
         pools: Arc<ClusterPools>,
         cluster: Arc<ClusterState>,
         pipelined: BytesMut,
@@ -75,6 +75,7 @@ impl Session {
         let causal = crate::causal::Causal::new(pooler.token_store.clone(), login.report_commit_lsn);
         let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32, causal);
         DbStats::add(&login.db.stats.client_login_count, 1);
+        let held = login.server.take().map(|lease| Box::new((lease, Target::primary())));
         Session {
             rules: SessionRules::new(login.topology.rules.clone()),
             pooler,
@@ -83,7 +84,7 @@ impl Session {
             login,
             pools,
             statements: ClientStatements::default(),
-            held: None,
+            held,
             skip_until_sync: false,
             pinned: false,
         }
@@ -209,7 +210,9 @@ impl Session {
             }
             return Ok(());
         }
-        if self.held.is_none() {
+        // Session mode passes statements through as they are: none is answered here.
+        let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
+        if self.held.is_none() && !session_mode {
             if let Some(len) = info.parse_only {
                 self.prepare_locally(len);
                 return Ok(());
@@ -262,8 +265,8 @@ impl Session {
                 }
             };
             let config = &self.login.topology.config;
-            let session_mode = self.login.topology.pool_mode() == PoolMode::Session;
             let plan = RelayPlan {
+                passthrough: session_mode,
                 replayable: !session_mode && replays < MAX_REPLAYS,
                 capture_lsn: target.route == Route::Primary && config.routing.capture_commit_lsn,
                 capture_reads: target.capture_reads && config.routing.capture_commit_lsn,
@@ -428,7 +431,15 @@ impl Session {
     /// one round trip to learn its LSN before anyone can read after it.
     async fn capture_separately(&mut self, server: &mut Lease) {
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
-        match server.simple_query(crate::relay::CAPTURE_SQL, timeout).await {
+        let asked = if self.login.topology.pool_mode() == PoolMode::Session {
+            // Not a simple Query: that would drop the client's unnamed statement.
+            let mut req = BytesMut::new();
+            crate::relay::transient_capture(&mut req);
+            server.run_internal(&req, 1, timeout).await
+        } else {
+            server.simple_query(crate::relay::CAPTURE_SQL, timeout).await
+        };
+        match asked {
             Ok(reply) => {
                 if let Some(lsn) = reply.value.as_deref().and_then(Lsn::from_text) {
                     DbStats::add(&self.login.db.stats.lsn_capture_round_trips, 1);
