@@ -151,13 +151,13 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
     let Some(pools) = topology.pools(&db.cluster, &user.name) else {
         return refuse_after(stream, out, sqlstate::INVALID_CATALOG_NAME, "no pool for this database and user", None).await;
     };
-    let server_params = match pools.primary.manager().reported_params() {
+    let server_params = match pools.primary().manager().reported_params() {
         Some(p) => p,
         // The first client of a pool waits for one login to learn what the server reports.
-        None => match pools.primary.get().await {
+        None => match pools.primary().get().await {
             Ok(conn) => {
                 drop(conn);
-                pools.primary.manager().reported_params().unwrap_or_default()
+                pools.primary().manager().reported_params().unwrap_or_default()
             }
             Err(e) => {
                     let msg = format!("could not connect to the primary of \"{}\": {e}", db.cluster);

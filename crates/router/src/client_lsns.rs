@@ -19,6 +19,8 @@ pub struct ClientLsns {
     /// The replica the client read from last. Replicas only move forward, so reading there
     /// again is monotonic without knowing exactly how far the last read saw.
     sticky: Option<NodeId>,
+    /// The cluster's failover epoch these LSNs were learned in (see `rebase`).
+    epoch: u32,
 }
 
 /// What a read must see that the client did not learn itself, gathered per read by the
@@ -65,6 +67,25 @@ impl Need {
 }
 
 impl ClientLsns {
+    /// The failover epoch the LSNs belong to.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// A failover happened (`epoch` is the cluster's new one): LSNs learned on an older
+    /// timeline are capped at `cap`, the new primary's position when it took over. What
+    /// survived of the old timeline is at or below it (the new timeline forked there), so a
+    /// replica of the new timeline that reached the capped LSN has everything the client could
+    /// still see, and a read never waits for a position only the lost timeline had. The sticky
+    /// replica is forgotten: the promoted node was one.
+    pub fn rebase(&mut self, epoch: u32, cap: Lsn) {
+        self.commit = self.commit.min(cap);
+        self.read = self.read.min(cap);
+        self.token = self.token.min(cap);
+        self.sticky = None;
+        self.epoch = epoch;
+    }
+
     /// A commit of this client's, learned before the client saw it acknowledged.
     pub fn learn_commit(&mut self, lsn: Lsn) {
         self.commit = self.commit.max(lsn);
