@@ -109,6 +109,8 @@ struct Logged {
     up: Option<bool>,
     promoted: bool,
     fenced: bool,
+    /// The failover epoch in which this node was last logged as the primary.
+    primary_epoch: Option<u32>,
 }
 
 struct Gauges {
@@ -305,6 +307,10 @@ impl Poller {
         match self.state.claim_primary(self.id, timeline, lsn) {
             Claim::Primary { took_over_from } => {
                 self.state.record_primary_poll(node, lsn, timeline, started);
+                if logged.primary_epoch != Some(self.state.epoch()) && took_over_from.is_none() {
+                    info!(cluster = %cluster, node = %node.addr, timeline, "primary found: {} is not in recovery", node.addr);
+                }
+                logged.primary_epoch = Some(self.state.epoch());
                 if let Some(old) = took_over_from {
                     error!(cluster = %cluster, node = %node.addr, old_primary = %self.state.node_addr(old).unwrap_or_default(),
                         timeline, lsn = %Lsn(lsn), epoch = self.state.epoch(),

@@ -142,7 +142,8 @@ pub struct PrimarySnapshot {
 /// What a poll of a node that is not in recovery decided about it (`claim_primary`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// It is the cluster's primary (it was, or it just took over).
+    /// It is the cluster's primary (it was, or it just took over from a primary that had
+    /// answered as one: a failover).
     Primary { took_over_from: Option<NodeId> },
     /// Another node is the primary: it is not used.
     Fenced,
@@ -160,6 +161,9 @@ struct Leader {
     timeline: AtomicU32,
     /// Bumped at each takeover. Clients' LSN knowledge is stamped with it (`ClientLsns`).
     epoch: AtomicU32,
+    /// The primary has answered a poll as a primary (not in recovery) at least once: a node
+    /// taking over from one that never did is the primary being found, not a failover.
+    confirmed: AtomicBool,
     /// The new primary's WAL position when it took over. Whatever survived of the old timeline
     /// is at or below it, so knowledge from an older epoch is capped here (`rebase_lsn`).
     rebase_lsn: AtomicU64,
@@ -246,6 +250,7 @@ impl ClusterState {
                 node: AtomicU32::new(hint as u32),
                 timeline: AtomicU32::new(0),
                 epoch: AtomicU32::new(0),
+                confirmed: AtomicBool::new(false),
                 rebase_lsn: AtomicU64::new(0),
             },
             election: std::sync::Mutex::new(()),
@@ -494,6 +499,7 @@ impl ClusterState {
         let cluster_tl = self.timeline();
         if current == id {
             n.fenced.store(false, Ordering::Relaxed);
+            self.leader.confirmed.store(true, Ordering::Relaxed);
             if timeline > cluster_tl {
                 self.leader.timeline.store(timeline, Ordering::Release);
             }
@@ -524,12 +530,13 @@ impl ClusterState {
         self.leader.timeline.store(timeline.max(cluster_tl), Ordering::Release);
         self.leader.node.store(u32::from(id.0), Ordering::Release);
         self.leader.epoch.fetch_add(1, Ordering::AcqRel);
+        let was_confirmed = self.leader.confirmed.swap(true, Ordering::Relaxed);
         // Waiters on any node re-check: rotation changed with the timeline.
         for n in self.nodes.iter() {
             n.changed.notify_waiters();
         }
         self.any_replica_changed.notify_waiters();
-        Claim::Primary { took_over_from: Some(current) }
+        Claim::Primary { took_over_from: was_confirmed.then_some(current) }
     }
 
     /// A good poll of the primary (after `claim_primary` said so). Returns whether it was up.
@@ -747,6 +754,7 @@ mod tests {
         let s = nodes(2);
         assert_eq!(s.claim_primary(NodeId(1), 1, 100), Claim::Pending);
         let quick = ClusterState::with_nodes("c", &["a:1".to_string(), "b:1".to_string()], 0, std::time::Duration::ZERO);
-        assert!(matches!(quick.claim_primary(NodeId(1), 1, 100), Claim::Primary { .. }));
+        assert_eq!(quick.claim_primary(NodeId(1), 1, 100), Claim::Primary { took_over_from: None }, "found, not a failover");
+        assert_eq!(quick.primary_id(), NodeId(1));
     }
 }

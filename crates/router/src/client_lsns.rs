@@ -197,4 +197,23 @@ mod tests {
         assert_eq!(c.required(Consistency::ReadYourWrites, &Outside::default()).0, Lsn(400));
         assert_eq!(c.sticky(), Some(NodeId(0)));
     }
+
+    #[test]
+    fn a_failover_caps_what_was_learned_on_the_old_timeline() {
+        let mut c = ClientLsns::default();
+        c.learn_commit(Lsn(500));
+        c.read_from(NodeId(1), Lsn(300));
+        c.set_token(Lsn(900));
+        c.rebase(1, Lsn(400));
+        assert_eq!(c.epoch(), 1);
+        assert_eq!(c.sticky(), None);
+        assert_eq!(c.token(), Lsn(400));
+        let (need, _) = c.required(Consistency::ReadYourWrites, &Outside::default());
+        assert_eq!(need, Lsn(400), "capped at the new primary's position, never above");
+        // Below the cap nothing changes: that part of the old timeline is the new one's too.
+        let mut low = ClientLsns::default();
+        low.learn_commit(Lsn(200));
+        low.rebase(1, Lsn(400));
+        assert_eq!(low.required(Consistency::ReadYourWrites, &Outside::default()).0, Lsn(200));
+    }
 }
