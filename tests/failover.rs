@@ -25,8 +25,8 @@ struct Throwaway {
 
 impl Throwaway {
     fn up() -> Throwaway {
-        let dir = std::env::temp_dir().join(format!("lsnpool-failover-{}", std::process::id()));
         let base = free_base();
+        let dir = std::env::temp_dir().join(format!("lsnpool-failover-{}-{base}", std::process::id()));
         let env = Throwaway { dir, base };
         let out = env.pgenv(&["up"]);
         assert!(out.status.success(), "throwaway topology did not start: {}", String::from_utf8_lossy(&out.stderr));
@@ -182,8 +182,33 @@ async fn wait_row(admin: &Conn, port: u16, limit: Duration, what: &str, pred: im
     }
 }
 
+/// The order an operator or a tool runs the two steps in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Order {
+    /// Promote r1 while the old primary still runs, then stop the old one (a switchover, or a
+    /// tool that fences after promoting): r1's newer timeline wins at once.
+    PromoteThenStop,
+    /// The old primary dies first, then r1 is promoted (the usual failover): writes fail until
+    /// the promotion, then move.
+    StopThenPromote,
+}
+
+/// One throwaway topology at a time: two at once would only slow each other down.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promotion_moves_writes_and_the_old_primary_is_fenced() {
+async fn promote_then_stop_moves_writes_and_fences_the_old_primary() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    failover(Order::PromoteThenStop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_then_promote_moves_writes_and_fences_the_old_primary() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    failover(Order::StopThenPromote).await;
+}
+
+async fn failover(order: Order) {
     let env = Throwaway::up();
     let (p0, p1, p2) = (env.port(0), env.port(1), env.port(2));
     let pooler = PoolerOpts::new()
@@ -210,15 +235,27 @@ async fn promotion_moves_writes_and_the_old_primary_is_fenced() {
     let writers: Vec<_> = (0..3)
         .map(|i| tokio::spawn(writer(pooler.port, (i + 1) * 1_000_000_000, stop.clone(), tally.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let before = tally.acked.load(Ordering::Relaxed);
     assert!(before > 0, "no write succeeded before the failover (errors: {})", tally.errors.load(Ordering::Relaxed));
 
-    // The failover, as an operator's tool does it: promote r1, then stop the old primary.
+    // The failover, in the order under test. `stopped` is when the cluster had a new primary
+    // (the promotion's end, or the stop's start): the time the writes take to move counts from there.
     tally.failing_over.store(true, Ordering::SeqCst);
-    env.pgenv_ok(&["promote", "r1"]);
-    let stopped = Instant::now();
-    env.pgenv_ok(&["stop", "primary", "immediate"]);
+    let stopped = match order {
+        Order::PromoteThenStop => {
+            env.pgenv_ok(&["promote", "r1"]);
+            let at = Instant::now();
+            env.pgenv_ok(&["stop", "primary", "immediate"]);
+            at
+        }
+        Order::StopThenPromote => {
+            env.pgenv_ok(&["stop", "primary", "immediate"]);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            env.pgenv_ok(&["promote", "r1"]);
+            Instant::now()
+        }
+    };
     // Writes move to r1 (timeline 2) through the same lsnpool, within seconds.
     let moved = loop {
         let first = tally.writes.lock().unwrap().iter().find(|(at, port, tl)| *at > stopped && *port == i32::from(p1) && *tl >= 2).map(|w| w.0);
@@ -232,19 +269,19 @@ async fn promotion_moves_writes_and_the_old_primary_is_fenced() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    eprintln!("writes on the new primary {moved:?} after the old one stopped");
+    eprintln!("{order:?}: writes on the new primary {moved:?} after it was promoted");
     assert!(moved < Duration::from_secs(6), "writes moved only after {moved:?}");
     wait_row(&admin, p1, Duration::from_secs(5), "r1 primary on timeline 2", |r| r["role"] == "primary" && r["timeline"] == "2").await;
     // r2 still follows the dead timeline: out of rotation, reads use the new primary.
     wait_row(&admin, p2, Duration::from_secs(5), "r2 out of rotation", |r| r["in_rotation"] == "false" && r["timeline"] == "1").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The old primary comes back still claiming to be a primary: fenced, writes stay on r1.
     env.pgenv_ok(&["start", "primary"]);
     wait_row(&admin, p0, Duration::from_secs(10), "old primary fenced", |r| r["role"] == "fenced" && r["fenced"] == "true" && r["in_rotation"] == "false")
         .await;
     let fenced_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         within(30.0, "writers to stop", w).await.expect("writer task");
@@ -256,7 +293,7 @@ async fn promotion_moves_writes_and_the_old_primary_is_fenced() {
     let strays = after_fence.iter().filter(|(_, port, _)| *port != i32::from(p1)).count();
     let stale = tally.stale.load(Ordering::Relaxed);
     eprintln!(
-        "acked {} (before failover {before}), errors {}, stale {stale}, lost on the old timeline {}, after fencing {} writes ({strays} elsewhere)",
+        "{order:?}: acked {} (before failover {before}), errors {}, stale {stale}, lost on the old timeline {}, after fencing {} writes ({strays} elsewhere)",
         tally.acked.load(Ordering::Relaxed),
         tally.errors.load(Ordering::Relaxed),
         tally.lost_old_timeline.load(Ordering::Relaxed),

@@ -30,6 +30,9 @@ pub(crate) struct NodeState {
     promoted: AtomicBool,
     /// Claims to be a primary while another node is the cluster's primary: never used.
     fenced: AtomicBool,
+    /// A poll or connect has failed at least once (a hinted primary that is down at start
+    /// gets no grace period).
+    seen_down: AtomicBool,
     /// The WAL timeline the node is on (a primary: the one it writes; a replica: the one it
     /// receives, else its last restartpoint's); 0 = not known yet.
     timeline: AtomicU32,
@@ -63,6 +66,7 @@ impl NodeState {
             in_recovery: AtomicBool::new(false),
             promoted: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            seen_down: AtomicBool::new(false),
             timeline: AtomicU32::new(0),
             lsn: AtomicU64::new(0),
             lag_micros: AtomicU64::new(0),
@@ -478,6 +482,7 @@ impl ClusterState {
 
     /// A poll or connect failed: out of rotation at once. Returns whether it was up.
     pub(crate) fn mark_down(&self, n: &NodeState) -> bool {
+        n.seen_down.store(true, Ordering::Relaxed);
         let was_up = n.up.swap(false, Ordering::AcqRel);
         if was_up {
             // Waiters on this node give up now instead of at their timeout.
@@ -487,10 +492,12 @@ impl ClusterState {
     }
 
     /// A good poll said node `id` is not in recovery, on `timeline`, at `lsn`. Decides whether
-    /// it is the primary. The rule (docs/ARCHITECTURE.md, "Failover"): the primary stays the
-    /// primary while it answers as one; another node takes over only when the primary does not
-    /// (down, back in recovery, or the configured primary silent for `failover_detect` since
-    /// start) and its timeline is not older than the cluster's. Everything else is fenced.
+    /// it is the primary. The rule (docs/ARCHITECTURE.md, "Failover"): a node on an older
+    /// timeline than the cluster's is fenced (an old primary started again); one on a newer
+    /// timeline takes over (it was promoted after the primary's timeline began); on the same
+    /// timeline the primary stays the primary while it answers as one, and another node takes
+    /// over only when it does not (down, back in recovery, or a hinted primary that never
+    /// answered within `failover_detect` of start). Everything else is fenced.
     pub(crate) fn claim_primary(&self, id: NodeId, timeline: u32, lsn: u64) -> Claim {
         let Some(n) = self.node(id) else { return Claim::Fenced };
         // Pollers only; a poisoned lock still serialises (the guarded data is `()`).
@@ -507,13 +514,14 @@ impl ClusterState {
         }
         let p = self.primary_node();
         let primary_answers = p.up.load(Ordering::Acquire) && !p.in_recovery.load(Ordering::Relaxed) && p.promoted.load(Ordering::Relaxed);
-        let never_polled = p.last_poll.load(Ordering::Relaxed) == 0;
+        let never_polled = p.last_poll.load(Ordering::Relaxed) == 0 && !p.seen_down.load(Ordering::Relaxed);
         let stale = cluster_tl != 0 && timeline != 0 && timeline < cluster_tl;
-        if primary_answers || stale {
+        let newer = cluster_tl != 0 && timeline > cluster_tl;
+        if stale || (primary_answers && !newer) {
             n.fenced.store(true, Ordering::Relaxed);
             return Claim::Fenced;
         }
-        if never_polled && self.epoch() == 0 {
+        if !newer && never_polled && self.epoch() == 0 {
             let waited = clock::monotonic_micros().saturating_sub(self.created);
             if u128::from(waited) < self.failover_detect.as_micros() {
                 return Claim::Pending;
@@ -715,11 +723,12 @@ mod tests {
         s.record_replica_poll_on(n1, true, 100, 0, 1, 1);
         s.note_commit_lsn(Lsn(150));
         assert!(s.snapshot(NodeId(1)).in_rotation);
-        // Promoted while the primary still answers: two primaries, the newcomer is fenced.
-        assert_eq!(s.claim_primary(NodeId(1), 2, 120), Claim::Fenced);
+        // A second primary on the same timeline while the primary answers: fenced.
+        assert_eq!(s.claim_primary(NodeId(1), 1, 120), Claim::Fenced);
         assert!(s.snapshot(NodeId(1)).fenced);
         assert_eq!(s.primary_id(), NodeId(0));
-        // The primary stops answering: the promoted node takes over, knowledge is capped.
+        // The primary stops answering and the node was promoted (timeline 2): it takes over,
+        // knowledge is capped.
         s.mark_down(n0);
         assert_eq!(s.claim_primary(NodeId(1), 2, 120), Claim::Primary { took_over_from: Some(NodeId(0)) });
         assert_eq!((s.primary_id(), s.timeline(), s.epoch(), s.rebase_lsn()), (NodeId(1), 2, 1, Lsn(120)));
@@ -731,6 +740,27 @@ mod tests {
         s.mark_down(n1);
         assert_eq!(s.claim_primary(NodeId(0), 1, 500), Claim::Fenced);
         assert_eq!(s.primary_id(), NodeId(1));
+    }
+
+    #[test]
+    fn a_newer_timeline_wins_even_while_the_old_primary_answers() {
+        let s = nodes(2);
+        assert_eq!(s.claim_primary(NodeId(0), 1, 100), Claim::Primary { took_over_from: None });
+        s.record_primary_poll(s.node(NodeId(0)).unwrap(), 100, 1, 1);
+        assert_eq!(s.claim_primary(NodeId(1), 2, 110), Claim::Primary { took_over_from: Some(NodeId(0)) });
+        // The old primary, still up on timeline 1, is fenced at its next poll.
+        assert_eq!(s.claim_primary(NodeId(0), 1, 130), Claim::Fenced);
+        assert_eq!(s.primary_id(), NodeId(1));
+    }
+
+    #[test]
+    fn a_restart_finds_the_newest_timeline_whatever_the_hint() {
+        // lsnpool restarted: the hinted node is the old primary, started again on timeline 1.
+        let s = nodes(2);
+        assert_eq!(s.claim_primary(NodeId(0), 1, 500), Claim::Primary { took_over_from: None });
+        s.record_primary_poll(s.node(NodeId(0)).unwrap(), 500, 1, 1);
+        assert!(matches!(s.claim_primary(NodeId(1), 2, 120), Claim::Primary { .. }));
+        assert_eq!(s.claim_primary(NodeId(0), 1, 500), Claim::Fenced);
     }
 
     #[test]
@@ -753,6 +783,9 @@ mod tests {
     fn the_configured_primary_gets_failover_detect_to_answer_first() {
         let s = nodes(2);
         assert_eq!(s.claim_primary(NodeId(1), 1, 100), Claim::Pending);
+        // Down at start: no grace.
+        s.mark_down(s.node(NodeId(0)).unwrap());
+        assert!(matches!(s.claim_primary(NodeId(1), 1, 100), Claim::Primary { .. }));
         let quick = ClusterState::with_nodes("c", &["a:1".to_string(), "b:1".to_string()], 0, std::time::Duration::ZERO);
         assert_eq!(quick.claim_primary(NodeId(1), 1, 100), Claim::Primary { took_over_from: None }, "found, not a failover");
         assert_eq!(quick.primary_id(), NodeId(1));

@@ -53,6 +53,10 @@ impl ClusterPools {
         self.nodes.get(i).unwrap_or(&self.nodes[0])
     }
 
+    pub fn primary_id(&self) -> NodeId {
+        self.state.primary_id()
+    }
+
     pub fn node(&self, id: NodeId) -> Option<&NodePool> {
         self.nodes.get(usize::from(id.0))
     }

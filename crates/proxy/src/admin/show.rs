@@ -181,10 +181,14 @@ fn pools(pooler: &Pooler, out: &mut BytesMut) {
     let mut by_key: Vec<_> = t.all_pools().collect();
     by_key.sort_by(|a, b| a.0.cmp(b.0));
     let rows = by_key.into_iter().flat_map(|((cluster, user), p)| {
-        p.nodes.iter().enumerate().map(move |(i, pool)| (cluster, user, i, pool))
+        // The primary's pool first, as before roles were discovered.
+        let primary = p.primary_id();
+        let mut nodes: Vec<_> = p.nodes_with_ids().map(move |(id, pool)| (cluster, user, id == primary, pool)).collect();
+        nodes.sort_by_key(|n| !n.2);
+        nodes
     });
     let waits = pooler.clients.max_waits();
-    result_set!(out, rows, |(cluster, user, i, pool)|
+    result_set!(out, rows, |(cluster, user, is_primary, pool)|
         let s = pool.status();
         let active = s.size.saturating_sub(s.available);
         let label = pool.manager().target().label.clone();
@@ -207,7 +211,7 @@ fn pools(pooler: &Pooler, out: &mut BytesMut) {
         "maxwait_us" => maxwait.subsec_micros(),
         "pool_mode" => t.config.pooler.pool_mode.as_str(),
         "node" => label,
-        "role" => if i == 0 { "primary" } else { "replica" },
+        "role" => if is_primary { "primary" } else { "replica" },
     });
 }
 
