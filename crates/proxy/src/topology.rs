@@ -170,6 +170,10 @@ impl Topology {
             users.insert(u.name.clone(), Arc::new(User { name: u.name.clone(), client_secret }));
         }
 
+        let client_tls = client_tls(&config.pooler)?;
+        let server_tls = server_tls(&config.pooler)?;
+        // The monitors before the pools: each cluster's pools ask its state which node is the
+        // primary.
         let mut clusters = HashMap::new();
         for (name, cl) in &config.clusters {
             // The monitor logs in as the first user lsnpool can log in as.
@@ -188,8 +192,6 @@ impl Topology {
             };
             clusters.insert(Arc::from(name.as_str()), runtime);
         }
-        let client_tls = client_tls(&config.pooler)?;
-        let server_tls = server_tls(&config.pooler)?;
         let mut pools = HashMap::new();
         for (name, cl) in &config.clusters {
             let cluster: Arc<str> = Arc::from(name.as_str());
