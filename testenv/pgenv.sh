@@ -44,6 +44,10 @@ usage: testenv/pgenv.sh <command>
   status             one line per node: name port up/down role lsn
   delay <duration>   set r2's recovery_min_apply_delay at runtime (e.g. 0, 300ms, 2s)
   psql <node> [args] psql to primary|r1|r2 as postgres (unix socket, default db postgres)
+  promote <node>     pg_ctl promote a replica (r1|r2) and wait until it accepts writes
+  stop <node> [mode] pg_ctl stop one node (mode: fast (default), immediate, smart)
+  start <node>       start one stopped node as its data directory says (an old primary
+                     comes back as a primary); use these three on a throwaway topology only
   clean              down, then remove all data
 EOF
 }
@@ -591,6 +595,38 @@ cmd_psql() {
         exec "$BINDIR/psql" "$@"
 }
 
+node_arg() {
+    [[ -n "${1:-}" && -n "${PORT[$1]:-}" ]] || die "unknown node '${1:-}' (expected primary, r1 or r2)"
+    need_bindir || die "PostgreSQL binaries not found; run 'testenv/pgenv.sh up' first"
+    resolve_data 0
+    [[ -n "$DATA" ]] || die "no test environment; run 'testenv/pgenv.sh up' first"
+}
+
+cmd_promote() {
+    (( $# == 1 )) || die "usage: testenv/pgenv.sh promote r1|r2"
+    node_arg "$1"
+    log "promoting $1"
+    as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$1")" -w -t "$START_TIMEOUT" promote >/dev/null \
+        || die "failed to promote $1; see $(node_log "$1")"
+}
+
+cmd_stop() {
+    (( $# >= 1 && $# <= 2 )) || die "usage: testenv/pgenv.sh stop primary|r1|r2 [fast|immediate|smart]"
+    node_arg "$1"
+    local mode="${2:-fast}"
+    case "$mode" in fast|immediate|smart) ;; *) die "unknown stop mode '$mode'";; esac
+    is_running "$1" || { log "$1 is not running"; return 0; }
+    log "stopping $1 ($mode)"
+    as_pg "$BINDIR/pg_ctl" -D "$(node_dir "$1")" -m "$mode" -w -t "$START_TIMEOUT" stop >/dev/null \
+        || die "failed to stop $1; see $(node_log "$1")"
+}
+
+cmd_start() {
+    (( $# == 1 )) || die "usage: testenv/pgenv.sh start primary|r1|r2"
+    node_arg "$1"
+    start_node "$1"
+}
+
 cmd_clean() {
     cmd_down
     local target=""
@@ -617,6 +653,9 @@ main() {
         status) cmd_status ;;
         delay)  cmd_delay "$@" ;;
         psql)   cmd_psql "$@" ;;
+        promote) cmd_promote "$@" ;;
+        stop)   cmd_stop "$@" ;;
+        start)  cmd_start "$@" ;;
         clean)  cmd_clean ;;
         -h|--help|help) usage ;;
         "")     usage >&2; exit 2 ;;

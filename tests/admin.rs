@@ -77,8 +77,9 @@ const POOLS: [&str; 18] = [
     "role",
 ];
 
-const REPLICAS: [&str; 10] =
-    ["node", "addr", "role", "state", "replay_lsn", "lag_bytes", "lag_ms", "last_poll_ms_ago", "reads_routed", "in_rotation"];
+const REPLICAS: [&str; 12] = [
+    "node", "addr", "role", "state", "replay_lsn", "lag_bytes", "lag_ms", "last_poll_ms_ago", "reads_routed", "in_rotation", "timeline", "fenced",
+];
 
 /// How a command's columns are checked: exactly, or as an ordered subsequence (the commands
 /// whose full column list issue 4 leaves to PgBouncer's versions).

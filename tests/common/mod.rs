@@ -97,6 +97,8 @@ pub struct PoolerOpts {
     replica_list: Option<String>,
     /// Overrides the aliases (a raw TOML inline table).
     aliases: Option<String>,
+    /// `nodes = …` (raw TOML array) in place of `primary` and `replicas`: roles discovered.
+    nodes: Option<String>,
 }
 
 impl Default for PoolerOpts {
@@ -140,7 +142,7 @@ impl PoolerOpts {
         for (k, v) in [("consistency", "\"read-your-writes\""), ("lsn_poll_interval", "\"10ms\""), ("max_replica_lag", "\"10s\""), ("lsn_wait_timeout", "\"0ms\"")] {
             routing.insert(k.to_string(), v.to_string());
         }
-        PoolerOpts { pooler, users, env: Vec::new(), replicas: true, routing, cluster_lines: Vec::new(), tail: String::new(), replica_list: None, aliases: None }
+        PoolerOpts { pooler, users, env: Vec::new(), replicas: true, routing, cluster_lines: Vec::new(), tail: String::new(), replica_list: None, aliases: None, nodes: None }
     }
 
     /// Sets a `[pooler]` key to a raw TOML value (`"3"`, `"\"session\""`, `"[]"`).
@@ -220,6 +222,13 @@ impl PoolerOpts {
         self
     }
 
+    /// Lists the cluster's nodes without roles (raw TOML array), replacing `primary` and
+    /// `replicas`: the monitor finds the primary.
+    pub fn nodes(mut self, toml_array: &str) -> Self {
+        self.nodes = Some(toml_array.to_string());
+        self
+    }
+
     /// The cluster's aliases, as a raw TOML inline table.
     pub fn aliases(mut self, toml_table: &str) -> Self {
         self.aliases = Some(toml_table.to_string());
@@ -253,9 +262,11 @@ impl PoolerOpts {
         let all = "[\"127.0.0.1:55433\", \"127.0.0.1:55434\"]";
         let replicas = if self.replicas { self.replica_list.as_deref().unwrap_or(all) } else { "[]" };
         let aliases = self.aliases.as_deref().unwrap_or("{ app_primary = \"strong\", app_read = \"bounded\" }");
-        s.push_str(&format!(
-            "\n[clusters.appdb]\ndatabase = \"appdb\"\nprimary = \"127.0.0.1:{PRIMARY_PORT}\"\nreplicas = {replicas}\naliases = {aliases}\n"
-        ));
+        let members = match &self.nodes {
+            Some(nodes) => format!("nodes = {nodes}"),
+            None => format!("primary = \"127.0.0.1:{PRIMARY_PORT}\"\nreplicas = {replicas}"),
+        };
+        s.push_str(&format!("\n[clusters.appdb]\ndatabase = \"appdb\"\n{members}\naliases = {aliases}\n"));
         for line in &self.cluster_lines {
             s.push_str(line);
             s.push('\n');

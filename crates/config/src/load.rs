@@ -83,6 +83,29 @@ mod tests {
         });
     }
 
+    #[test]
+    fn nodes_without_roles_and_the_old_keys_as_a_hint() {
+        Jail::expect_with(|jail| {
+            let nodes = GOOD
+                .replace("primary = \"127.0.0.1:55432\"\n", "")
+                .replace("replicas = [\"127.0.0.1:55433\"]", "nodes = [\"127.0.0.1:55433\", \"127.0.0.1:55432\"]");
+            jail.create_file("pooler.toml", &nodes)?;
+            let c = load(Path::new("pooler.toml")).map_err(|e| e.to_string())?;
+            let (specs, hint) = c.clusters["appdb"].node_specs();
+            let addrs: Vec<&str> = specs.iter().map(|s| s.addr.as_str()).collect();
+            assert_eq!((addrs, hint), (vec!["127.0.0.1:55433", "127.0.0.1:55432"], 0));
+            assert_eq!(c.routing.failover_detect, std::time::Duration::from_secs(2));
+            jail.create_file("pooler.toml", &GOOD.replace("replicas = [", "nodes = [\"127.0.0.1:55432\", \"127.0.0.1:55434\"]\nreplicas = ["))?;
+            let c = load(Path::new("pooler.toml")).map_err(|e| e.to_string())?;
+            let (specs, hint) = c.clusters["appdb"].node_specs();
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!((names, hint), (vec!["replica0", "primary", "node1"], 1));
+            Ok(())
+        });
+        let msg = error_for(&GOOD.replace("primary = \"127.0.0.1:55432\"\n", ""));
+        assert!(msg.contains("clusters.appdb.nodes"), "{msg}");
+    }
+
     fn error_for(toml: &str) -> String {
         let mut msg = String::new();
         Jail::expect_with(|jail| {

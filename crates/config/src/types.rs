@@ -189,6 +189,10 @@ pub struct RoutingConfig {
     pub consistency: Consistency,
     #[serde(with = "humantime_serde")]
     pub lsn_poll_interval: Duration,
+    /// How long a primary may stop answering before a listed node that is not in recovery
+    /// takes over its writes (README, "Failover").
+    #[serde(with = "humantime_serde")]
+    pub failover_detect: Duration,
     #[serde(with = "humantime_serde")]
     pub max_replica_lag: Duration,
     #[serde(with = "humantime_serde")]
@@ -238,6 +242,7 @@ impl Default for RoutingConfig {
             // write on one pooled connection and read on another.
             consistency: Consistency::Global,
             lsn_poll_interval: Duration::from_millis(10),
+            failover_detect: Duration::from_secs(2),
             max_replica_lag: Duration::from_secs(10),
             // Long enough for a streaming replica to replay a fresh commit and be polled on
             // demand (typically 1–3 ms), short enough that a read stuck behind a lagging
@@ -277,9 +282,14 @@ pub struct ClusterConfig {
     /// The database name on the servers; defaults to the cluster's name.
     #[serde(default)]
     pub database: Option<String>,
+    /// Where writes go until the monitor finds the primary elsewhere (a hint; empty: none).
+    #[serde(default)]
     pub primary: String,
     #[serde(default)]
     pub replicas: Vec<String>,
+    /// Nodes without a fixed role: each poll's `pg_is_in_recovery()` says which is the primary.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Other database names clients may use for this cluster, each with its consistency
     /// (and optionally its own `max_replica_lag`).
     #[serde(default)]
@@ -367,7 +377,38 @@ impl RuleConfig {
     }
 }
 
+/// One node of a cluster as listed: its address and the name it has in logs, pool labels and
+/// SHOW REPLICAS (`primary`, `replica<i>`, `node<i>` after the key that listed it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub addr: String,
+    pub name: String,
+}
+
 impl ClusterConfig {
+    /// Every listed node once, in the order their ids follow: `replicas`, then `primary`, then
+    /// `nodes`; and the index of the node writes go to first (`primary`, else the first of
+    /// `nodes`, else 0).
+    pub fn node_specs(&self) -> (Vec<NodeSpec>, usize) {
+        let mut specs: Vec<NodeSpec> = Vec::new();
+        let mut add = |addr: &str, name: String| -> usize {
+            if let Some(i) = specs.iter().position(|s| s.addr == addr) {
+                return i;
+            }
+            specs.push(NodeSpec { addr: addr.to_string(), name });
+            specs.len() - 1
+        };
+        for (i, r) in self.replicas.iter().enumerate() {
+            add(r, format!("replica{i}"));
+        }
+        let mut hint = (!self.primary.is_empty()).then(|| add(&self.primary, "primary".into()));
+        for (i, n) in self.nodes.iter().enumerate() {
+            let at = add(n, format!("node{i}"));
+            hint.get_or_insert(at);
+        }
+        (specs, hint.unwrap_or(0))
+    }
+
     pub fn server_database<'a>(&'a self, cluster_name: &'a str) -> &'a str {
         self.database.as_deref().unwrap_or(cluster_name)
     }

@@ -45,6 +45,9 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
     if matches!(p.server_tls_mode, crate::types::ServerTlsMode::VerifyCa | crate::types::ServerTlsMode::VerifyFull) && p.server_tls_ca_file.is_empty() {
         return Err(ConfigError::invalid("pooler.server_tls_ca_file", format!("needed with server_tls_mode = \"{}\"", p.server_tls_mode.as_str())));
     }
+    if c.routing.failover_detect.is_zero() {
+        return Err(ConfigError::invalid("routing.failover_detect", "must be greater than 0"));
+    }
     if c.routing.lsn_poll_interval.is_zero() {
         return Err(ConfigError::invalid("routing.lsn_poll_interval", "must be greater than 0"));
     }
@@ -85,9 +88,17 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
     for (name, cl) in &c.clusters {
         let key = format!("clusters.{name}");
         check_db_name(&mut names, name, &key)?;
-        check_addr(&cl.primary, &format!("{key}.primary"))?;
+        if cl.primary.is_empty() && cl.nodes.is_empty() {
+            return Err(ConfigError::invalid(format!("{key}.nodes"), "list the cluster's nodes (`nodes = [\"host:port\", ...]`) or set `primary`"));
+        }
+        if !cl.primary.is_empty() {
+            check_addr(&cl.primary, &format!("{key}.primary"))?;
+        }
         for (i, r) in cl.replicas.iter().enumerate() {
             check_addr(r, &format!("{key}.replicas[{i}]"))?;
+        }
+        for (i, n) in cl.nodes.iter().enumerate() {
+            check_addr(n, &format!("{key}.nodes[{i}]"))?;
         }
         for alias in cl.aliases.keys() {
             check_db_name(&mut names, alias, &format!("{key}.aliases.{alias}"))?;

@@ -19,9 +19,9 @@ use lsnpool_router::NodeId;
 use tokio::task::JoinHandle;
 
 pub use clock::{age_of, monotonic_micros};
-pub use state::{ClusterState, OutstandingGuard, PrimarySnapshot, ReplicaSnapshot};
+pub use state::{Claim, ClusterState, OutstandingGuard, PrimarySnapshot, ReplicaSnapshot, DEFAULT_FAILOVER_DETECT};
 
-use poller::{ConnSettings, Poller, Role};
+use poller::{ConnSettings, Poller};
 
 /// DESIGN.md's `lsn_poll_interval` default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -32,10 +32,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct MonitorParams {
     /// For logs and metric labels.
     pub cluster: String,
-    /// `host:port`.
-    pub primary: String,
-    /// `host:port` each; `NodeId(i)` is `replicas[i]`.
-    pub replicas: Vec<String>,
+    /// `host:port` each; `NodeId(i)` is `nodes[i]`. Roles are discovered by polling.
+    pub nodes: Vec<String>,
+    /// The node writes go to until a poll says another one is the primary.
+    pub primary_hint: usize,
+    /// A hung primary is declared down within this, and a configured primary that never
+    /// answered loses its claim after it (see `ClusterState::claim_primary`).
+    pub failover_detect: Duration,
     pub user: String,
     pub password: Option<String>,
     pub database: String,
@@ -44,7 +47,8 @@ pub struct MonitorParams {
 }
 
 impl MonitorParams {
-    /// Params with the default poll interval and connect timeout.
+    /// Params with the default poll interval and connect timeout, for a primary and its
+    /// replicas (`NodeId(i)` is `replicas[i]`; the primary comes after them).
     pub fn new(
         cluster: impl Into<String>,
         primary: impl Into<String>,
@@ -53,10 +57,14 @@ impl MonitorParams {
         password: Option<String>,
         database: impl Into<String>,
     ) -> Self {
+        let mut nodes = replicas;
+        let primary_hint = nodes.len();
+        nodes.push(primary.into());
         MonitorParams {
             cluster: cluster.into(),
-            primary: primary.into(),
-            replicas,
+            nodes,
+            primary_hint,
+            failover_detect: DEFAULT_FAILOVER_DETECT,
             user: user.into(),
             password,
             database: database.into(),
@@ -70,8 +78,9 @@ impl fmt::Debug for MonitorParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MonitorParams")
             .field("cluster", &self.cluster)
-            .field("primary", &self.primary)
-            .field("replicas", &self.replicas)
+            .field("nodes", &self.nodes)
+            .field("primary_hint", &self.primary_hint)
+            .field("failover_detect", &self.failover_detect)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("database", &self.database)
@@ -115,10 +124,12 @@ impl Drop for MonitorHandle {
 /// starts down and joins rotation after its first good poll. Must be called inside a tokio
 /// runtime; install the metrics recorder first (the gauges bind to it here).
 pub fn spawn_monitor(params: MonitorParams) -> (Arc<ClusterState>, MonitorHandle) {
-    let state = Arc::new(ClusterState::new(
+    let default_if_zero = |d: Duration, default: Duration| if d.is_zero() { default } else { d };
+    let state = Arc::new(ClusterState::with_nodes(
         params.cluster.clone(),
-        params.primary.clone(),
-        &params.replicas,
+        &params.nodes,
+        params.primary_hint,
+        default_if_zero(params.failover_detect, DEFAULT_FAILOVER_DETECT),
     ));
     metrics::describe_gauge!(
         "lsnpool_node_up",
@@ -134,7 +145,6 @@ pub fn spawn_monitor(params: MonitorParams) -> (Arc<ClusterState>, MonitorHandle
         metrics::Unit::Seconds,
         "replica time lag; 0 when it has replayed the primary's current LSN"
     );
-    let default_if_zero = |d: Duration, default: Duration| if d.is_zero() { default } else { d };
     let settings = Arc::new(ConnSettings {
         user: params.user,
         password: params.password,
@@ -143,14 +153,16 @@ pub fn spawn_monitor(params: MonitorParams) -> (Arc<ClusterState>, MonitorHandle
         // validation rejects it, this only keeps a programming error from doing harm.
         poll_interval: default_if_zero(params.poll_interval, DEFAULT_POLL_INTERVAL),
         connect_timeout: default_if_zero(params.connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+        failover_detect: state.failover_detect(),
     });
-    let roles = std::iter::once(Role::Primary).chain(state.replica_ids().map(Role::Replica));
-    let tasks = roles
-        .map(|role| {
+    let ids: Vec<NodeId> = state.node_ids().collect();
+    let tasks = ids
+        .into_iter()
+        .map(|id| {
             tokio::spawn(
                 Poller {
                     state: state.clone(),
-                    role,
+                    id,
                     settings: settings.clone(),
                 }
                 .run(),

@@ -18,18 +18,27 @@ use tracing::{debug, error, info, warn};
 
 use crate::addr::split_host_port;
 use crate::clock::monotonic_micros;
-use crate::state::{ClusterState, NodeState};
+use crate::state::{Claim, ClusterState, NodeState};
 
-/// The primary's poll: one function call, no table access.
-const PRIMARY_POLL: &str = "SELECT pg_current_wal_lsn()";
-
-/// A replica's poll. The time lag is computed on the server, from the same clock that stamps
-/// replayed commits on a single-host setup, and comes back as µs in an int8 so no timestamp
-/// type has to be decoded. `clock_timestamp()` rather than `now()`: `now()` is the start of the
-/// statement, which may be before a commit replayed during it (a negative lag). The timestamp,
-/// and so the lag, is NULL until the replica has replayed a commit since it started.
-const REPLICA_POLL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
-     (EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000000)::int8";
+/// Every node's poll, whatever its role: the roles are discovered, not configured. In recovery
+/// it returns the replay LSN, the time lag and the timeline WAL is received on (else the last
+/// restartpoint's: `pg_stat_wal_receiver` shows it only to privileged roles, and only while
+/// streaming); not in recovery, the current WAL LSN and the timeline being written (the WAL
+/// file name's first 8 hex digits: right from the moment of promotion, where
+/// `pg_control_checkpoint()` waits for the next checkpoint).
+///
+/// The time lag is computed on the server, from the same clock that stamps replayed commits on
+/// a single-host setup, and comes back as µs in an int8 so no timestamp type has to be
+/// decoded. `clock_timestamp()` rather than `now()`: `now()` is the start of the statement,
+/// which may be before a commit replayed during it (a negative lag). It is NULL until the
+/// replica has replayed a commit since it started.
+const POLL: &str = "SELECT r, \
+     CASE WHEN r THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
+     CASE WHEN r THEN (EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()) * 1000000)::int8 END, \
+     CASE WHEN r THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), \
+                               (SELECT timeline_id FROM pg_control_checkpoint())) \
+          ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int4 END \
+     FROM pg_is_in_recovery() AS r";
 
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -48,21 +57,6 @@ fn describe(e: &dyn std::error::Error) -> String {
     text
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Role {
-    Primary,
-    Replica(NodeId),
-}
-
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica(_) => "replica",
-        }
-    }
-}
-
 /// Connection settings shared by a cluster's pollers. Deliberately not `Debug`: it holds the
 /// password, which must never reach a log.
 pub(crate) struct ConnSettings {
@@ -71,19 +65,23 @@ pub(crate) struct ConnSettings {
     pub(crate) database: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) poll_interval: Duration,
+    pub(crate) failover_detect: Duration,
 }
 
 impl ConnSettings {
     /// Long enough for a loaded server to answer a trivial query, short enough that a hung
     /// node leaves rotation quickly; 50 intervals so a slow poll interval is not cut short.
+    /// Capped at half of `failover_detect`, so a hung primary is down (and another node may
+    /// take over) within it.
     fn poll_timeout(&self) -> Duration {
-        Duration::from_secs(1).max(self.poll_interval.saturating_mul(50))
+        let cap = (self.failover_detect / 2).max(Duration::from_millis(100));
+        Duration::from_secs(1).max(self.poll_interval.saturating_mul(50)).min(cap)
     }
 }
 
 pub(crate) struct Poller {
     pub(crate) state: Arc<ClusterState>,
-    pub(crate) role: Role,
+    pub(crate) id: NodeId,
     pub(crate) settings: Arc<ConnSettings>,
 }
 
@@ -110,10 +108,15 @@ impl Drop for AbortOnDrop {
 struct Logged {
     up: Option<bool>,
     promoted: bool,
+    fenced: bool,
+    /// The failover epoch in which this node was last logged as the primary.
+    primary_epoch: Option<u32>,
 }
 
 struct Gauges {
     up: Gauge,
+    fenced: Gauge,
+    fenced_polls: metrics::Counter,
     lag_bytes: Option<Gauge>,
     lag_seconds: Option<Gauge>,
 }
@@ -121,11 +124,14 @@ struct Gauges {
 impl Gauges {
     /// Handles are registered once per task so a poll only stores into them (no key lookup).
     /// They bind to the recorder installed at this point: install it before `spawn_monitor`.
-    fn new(cluster: &str, node: &str, role: Role) -> Self {
+    fn new(cluster: &str, node: &str) -> Self {
         let labels = [("cluster", cluster.to_string()), ("node", node.to_string())];
-        let replica = matches!(role, Role::Replica(_));
+        // Any node may be a replica (roles are discovered); a primary's lag reads 0.
+        let replica = true;
         Gauges {
             up: metrics::gauge!("lsnpool_node_up", &labels),
+            fenced: metrics::gauge!("lsnpool_node_fenced", &labels),
+            fenced_polls: metrics::counter!("lsnpool_fenced_polls_total", &labels),
             lag_bytes: replica.then(|| metrics::gauge!("lsnpool_replica_lag_bytes", &labels)),
             lag_seconds: replica.then(|| metrics::gauge!("lsnpool_replica_lag_seconds", &labels)),
         }
@@ -142,20 +148,22 @@ struct LagTracker {
 
 impl Poller {
     fn node(&self) -> Option<&NodeState> {
-        match self.role {
-            Role::Primary => Some(self.state.primary_node()),
-            Role::Replica(id) => self.state.replica(id),
-        }
+        self.state.node(self.id)
+    }
+
+    /// For logs: what the node is to the cluster right now.
+    fn role_name(&self) -> &'static str {
+        if self.state.primary_id() == self.id { "primary" } else { "replica" }
     }
 
     pub(crate) async fn run(self) {
         let Some(node) = self.node() else { return };
         let addr = node.addr.clone();
         let cluster = self.state.name().to_string();
-        let gauges = Gauges::new(&cluster, &addr, self.role);
+        let gauges = Gauges::new(&cluster, &addr);
         gauges.up.set(0.0);
         let Some((host, port)) = split_host_port(&addr) else {
-            error!(cluster = %cluster, node = %addr, role = self.role.name(),
+            error!(cluster = %cluster, node = %addr, role = self.role_name(),
                 "not a host:port address; this node is never monitored and stays out of rotation");
             return;
         };
@@ -197,7 +205,7 @@ impl Poller {
             self.state.mark_down(node);
             gauges.up.set(0.0);
             if logged.up != Some(false) {
-                warn!(cluster = %cluster, node = %addr, role = self.role.name(), error = %reason,
+                warn!(cluster = %cluster, node = %addr, role = self.role_name(), error = %reason,
                     "node is DOWN: out of rotation until a poll succeeds");
                 logged.up = Some(false);
             } else {
@@ -224,12 +232,8 @@ impl Poller {
                 debug!(error = %e, "monitor connection ended");
             }
         }));
-        let sql = match self.role {
-            Role::Primary => PRIMARY_POLL,
-            Role::Replica(_) => REPLICA_POLL,
-        };
         // Prepared once per connection: each poll is then a Bind/Execute of a known plan.
-        let statement = client.prepare(sql).await?;
+        let statement = client.prepare(POLL).await?;
         Ok(Conn {
             client,
             statement,
@@ -267,11 +271,10 @@ impl Poller {
                 Ok(Err(e)) => return (format!("poll failed: {}", describe(&e)), polled_ok),
                 Err(_) => return (format!("poll timed out after {poll_timeout:?}"), polled_ok),
             };
-            let applied = match self.role {
-                Role::Primary => self.apply_primary(&row, started),
-                Role::Replica(id) => {
-                    self.apply_replica(id, node, &row, started, gauges, logged, lag)
-                }
+            let applied = match row.try_get::<_, bool>(0) {
+                Ok(true) => self.apply_replica(self.id, node, &row, started, gauges, logged, lag),
+                Ok(false) => self.apply_not_in_recovery(node, &row, started, gauges, logged),
+                Err(e) => Err(e),
             };
             if let Err(e) = applied {
                 return (
@@ -283,15 +286,63 @@ impl Poller {
             polled_ok = true;
             gauges.up.set(1.0);
             if logged.up != Some(true) {
-                info!(cluster = %self.state.name(), node = %node.addr, role = self.role.name(), "node is up");
+                info!(cluster = %self.state.name(), node = %node.addr, role = self.role_name(), "node is up");
                 logged.up = Some(true);
             }
         }
     }
 
-    fn apply_primary(&self, row: &Row, started: u64) -> Result<(), tokio_postgres::Error> {
-        let lsn: PgLsn = row.try_get(0)?;
-        self.state.record_primary_poll(u64::from(lsn), started);
+    /// A node that is not in recovery: the primary, one taking over, or one to fence.
+    fn apply_not_in_recovery(
+        &self,
+        node: &NodeState,
+        row: &Row,
+        started: u64,
+        gauges: &Gauges,
+        logged: &mut Logged,
+    ) -> Result<(), tokio_postgres::Error> {
+        let lsn = u64::from(row.try_get::<_, PgLsn>(1)?);
+        let timeline = row.try_get::<_, Option<i32>>(3)?.map_or(0, |t| u32::try_from(t).unwrap_or(0));
+        let cluster = self.state.name();
+        match self.state.claim_primary(self.id, timeline, lsn) {
+            Claim::Primary { took_over_from } => {
+                self.state.record_primary_poll(node, lsn, timeline, started);
+                if logged.primary_epoch != Some(self.state.epoch()) && took_over_from.is_none() {
+                    info!(cluster = %cluster, node = %node.addr, timeline, "primary found: {} is not in recovery", node.addr);
+                }
+                logged.primary_epoch = Some(self.state.epoch());
+                if let Some(old) = took_over_from {
+                    error!(cluster = %cluster, node = %node.addr, old_primary = %self.state.node_addr(old).unwrap_or_default(),
+                        timeline, lsn = %Lsn(lsn), epoch = self.state.epoch(),
+                        "FAILOVER: {} is the primary now (not in recovery, timeline {timeline}); writes go to it; \
+                         the old primary is fenced if it comes back as a primary", node.addr);
+                    metrics::counter!("lsnpool_failovers_total", "cluster" => cluster.to_string()).increment(1);
+                }
+                if logged.fenced {
+                    logged.fenced = false;
+                    gauges.fenced.set(0.0);
+                }
+            }
+            Claim::Fenced => {
+                self.state.record_other_primary_poll(node, lsn, timeline, started);
+                gauges.fenced_polls.increment(1);
+                if !logged.fenced {
+                    error!(cluster = %cluster, node = %node.addr, timeline, cluster_timeline = self.state.timeline(),
+                        primary = %self.state.primary_addr(),
+                        "FENCED: {} claims to be a primary (not in recovery) while {} is the cluster's primary; \
+                         it gets NO traffic (rebuild it as a replica, e.g. with pg_rewind)", node.addr, self.state.primary_addr());
+                    logged.fenced = true;
+                    gauges.fenced.set(1.0);
+                }
+            }
+            Claim::Pending => self.state.record_other_primary_poll(node, lsn, timeline, started),
+        }
+        if let Some(g) = &gauges.lag_bytes {
+            g.set(0.0);
+        }
+        if let Some(g) = &gauges.lag_seconds {
+            g.set(0.0);
+        }
         Ok(())
     }
 
@@ -307,9 +358,9 @@ impl Poller {
         lag: &mut LagTracker,
     ) -> Result<(), tokio_postgres::Error> {
         let in_recovery: bool = row.try_get(0)?;
-        // NULL only on a server that was never in recovery (a primary listed as a replica).
         let replay = row.try_get::<_, Option<PgLsn>>(1)?.map_or(0, u64::from);
         let sql_lag = row.try_get::<_, Option<i64>>(2)?;
+        let timeline = row.try_get::<_, Option<i32>>(3)?.map_or(0, |t| u32::try_from(t).unwrap_or(0));
 
         let primary = self.state.primary();
         let now = monotonic_micros();
@@ -338,21 +389,24 @@ impl Poller {
         };
 
         self.state
-            .record_replica_poll(node, in_recovery, replay, time_lag, started);
-
-        if !in_recovery && !logged.promoted {
-            warn!(cluster = %self.state.name(), node = %node.addr, replay_lsn = %Lsn(replay),
-                "REPLICA PROMOTED: {} reports pg_is_in_recovery() = false; it gets NO replica \
-                 traffic until it is a replica again (fix the cluster's configuration)",
-                node.addr);
+            .record_replica_poll_on(node, in_recovery, replay, time_lag, timeline, started);
+        if logged.fenced {
+            info!(cluster = %self.state.name(), node = %node.addr, "fenced node is in recovery now: a replica again");
+            logged.fenced = false;
+            gauges.fenced.set(0.0);
+        }
+        let behind = self.state.timeline() != 0 && timeline < self.state.timeline();
+        if behind && !logged.promoted {
+            warn!(cluster = %self.state.name(), node = %node.addr, timeline, cluster_timeline = self.state.timeline(),
+                "replica is on an older timeline than the primary: out of rotation until it follows the new primary");
             logged.promoted = true;
-        } else if in_recovery && logged.promoted {
-            info!(cluster = %self.state.name(), node = %node.addr,
-                "replica is in recovery again; back in rotation");
+        } else if !behind && logged.promoted {
+            info!(cluster = %self.state.name(), node = %node.addr, timeline, "replica follows the cluster's timeline: back in rotation");
             logged.promoted = false;
         }
 
         let snap = self.state.snapshot(id);
+        let _ = in_recovery;
         if let Some(g) = &gauges.lag_bytes {
             g.set(snap.lag_bytes as f64);
         }

@@ -22,7 +22,7 @@ impl ClusterState {
         let Some(n) = self.replica(node) else {
             return false;
         };
-        if n.in_rotation() && n.lsn() >= lsn.0 {
+        if self.in_rotation(n) && n.lsn() >= lsn.0 {
             return true;
         }
         let deadline = Instant::now() + timeout;
@@ -34,7 +34,7 @@ impl ClusterState {
             // Register before checking: a poll that lands between the check and the await
             // would otherwise be missed (`notify_waiters` only wakes registered waiters).
             notified.as_mut().enable();
-            if !n.in_rotation() {
+            if !self.in_rotation(n) {
                 return false;
             }
             if n.lsn() >= lsn.0 {

@@ -75,10 +75,12 @@ async fn gauges_per_node() {
         value("lsnpool_replica_lag_seconds", "127.0.0.1:55433").is_some(),
         "{text}"
     );
-    // The primary has no replica lag.
+    // Any node may be a replica after a failover, so every node has the gauges; the primary's
+    // read 0. Fencing is counted per node.
     assert_eq!(
         value("lsnpool_replica_lag_bytes", "127.0.0.1:55432"),
-        None,
+        Some(0.0),
         "{text}"
     );
+    assert_eq!(value("lsnpool_node_fenced", "127.0.0.1:55432"), Some(0.0), "{text}");
 }

@@ -78,6 +78,14 @@ impl Stream {
         }
     }
 
+    /// `writable` without a future (see `poll_read_ready`).
+    pub fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => s.poll_write_ready(cx),
+            Stream::Tls(t) => t.tcp.poll_write_ready(cx),
+        }
+    }
+
     /// Waits until `try_write` may take bytes.
     pub async fn writable(&self) -> io::Result<()> {
         match self {

@@ -80,8 +80,8 @@ pub fn evaluate(pooler: &Pooler) {
     let waits = pooler.clients.max_waits();
     let mut loads: HashMap<&str, PrimaryLoad> = HashMap::new();
     for ((cluster, user), pools) in topology.all_pools() {
-        let status = pools.primary.status();
-        let label = &pools.primary.manager().target().label;
+        let status = pools.primary().status();
+        let label = &pools.primary().manager().target().label;
         let load = loads.entry(&**cluster).or_default();
         load.waiting += status.waiting;
         load.all_busy |= status.size >= status.max_size && status.available == 0 && status.max_size > 0;

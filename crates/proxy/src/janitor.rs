@@ -98,7 +98,13 @@ fn pool_upkeep(pooler: &Pooler) -> ControlFlow<()> {
     let p = &topology.config.pooler;
     let (idle, lifetime, min) = (p.server_idle_timeout, p.server_lifetime, p.min_pool_size);
     for (_, pools) in topology.all_pools() {
-        for pool in std::iter::once(&pools.primary).chain(pools.replicas.iter()) {
+        for (id, pool) in pools.nodes_with_ids() {
+            if pools.retired(id) {
+                // An old primary (down, or back and fenced): nothing may reach it; its idle
+                // connections are closed now, not at server_idle_timeout.
+                pool.retain(|_, _| false);
+                continue;
+            }
             pool.retain(|_, m| m.last_used() < idle && m.age() < lifetime);
             let status = pool.status();
             let missing = min.min(status.max_size).saturating_sub(status.size);

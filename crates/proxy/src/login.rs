@@ -156,13 +156,13 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
     let Some(pools) = topology.pools(&db.cluster, &user.name) else {
         return refuse_after(stream, out, sqlstate::INVALID_CATALOG_NAME, "no pool for this database and user", None).await;
     };
-    let server_params = match pools.primary.manager().reported_params() {
+    let server_params = match pools.primary().manager().reported_params() {
         Some(p) => p,
         // The first client of a pool waits for one login to learn what the server reports.
-        None => match pools.primary.get().await {
+        None => match pools.primary().get().await {
             Ok(conn) => {
                 drop(conn);
-                pools.primary.manager().reported_params().unwrap_or_default()
+                pools.primary().manager().reported_params().unwrap_or_default()
             }
             Err(e) => {
                     let msg = format!("could not connect to the primary of \"{}\": {e}", db.cluster);
@@ -208,8 +208,9 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
 /// Session mode: the client's server connection, taken at login, opened with the client's
 /// startup parameters (a pooled one opened with the very same is reused as it is).
 async fn session_server(pooler: &Pooler, pools: &crate::topology::ClusterPools, who: &Borrower<'_>, params: &ParamSync) -> Result<Lease, Refusal> {
-    let mut lease = Lease::checkout(&pools.primary, pooler.wait_unpaused(&who.db.name), who).await?;
-    match lease.open_for_session(&pools.primary, params).await {
+    let paused = pooler.is_paused(&who.db.name);
+    let mut lease = Lease::checkout(pools.primary(), pooler.wait_unpaused(&who.db.name), who, paused).await?;
+    match lease.open_for_session(pools.primary(), params).await {
         Ok(()) => Ok(lease),
         // A value the server refuses at login is refused as the server would refuse it.
         Err(e) => Err(Refusal::new(e.sqlstate(), format!("could not open a server session: {e}"), None)),

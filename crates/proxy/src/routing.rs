@@ -117,6 +117,12 @@ impl ClientRouter {
             Ok(o) => o,
             Err(need) => return (self.unknown_need(need, consistency), None),
         };
+        // After a failover, what the client learned on the old timeline is capped (one atomic
+        // load per read in the steady state).
+        let epoch = self.cluster.epoch();
+        if self.lsns.epoch() != epoch {
+            self.lsns.rebase(epoch, self.cluster.rebase_lsn());
+        }
         let request = Request {
             mode: self.db.mode,
             consistency,
@@ -191,7 +197,7 @@ impl ClientRouter {
     /// Only an idle pooled connection is used: a probe that had to wait would cost more than
     /// the primary read it tries to save.
     async fn probe(&self, env: &Surroundings<'_>, node: NodeId, needed: Lsn) -> Option<(Probed, Lsn)> {
-        let pool = env.pools.replicas.get(usize::from(node.0))?;
+        let pool = env.pools.node(node)?;
         let asked = Instant::now();
         let mut server = Lease::try_checkout(pool).await?;
         let reply = server.simple_query("SELECT pg_catalog.pg_last_wal_replay_lsn()", env.query_timeout).await;

@@ -9,7 +9,7 @@ use crate::controls::ClusterControls;
 use crate::replicas::{self, ClusterState, MonitorHandle};
 use crate::rules::LiveRules;
 use crate::stats::DbStats;
-use lsnpool_router::{Consistency, RoutingMode};
+use lsnpool_router::{Consistency, NodeId, RoutingMode};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,13 +34,46 @@ pub struct ClusterRuntime {
     pub state: Arc<ClusterState>,
     _monitor: Arc<MonitorHandle>,
     /// What the monitor was started with: RELOAD restarts it only when this changes.
-    key: (String, Vec<String>),
+    key: (Vec<String>, usize, Duration),
 }
 
-/// The pools of one cluster for one user.
+/// The pools of one cluster for one user: one per listed node, indexed like the cluster's
+/// `NodeId`s. Which one is the primary is the monitor's answer, read at each checkout (one
+/// atomic load), so a failover re-points writes without rebuilding anything.
 pub struct ClusterPools {
-    pub primary: NodePool,
-    pub replicas: Vec<NodePool>,
+    pub nodes: Vec<NodePool>,
+    state: Arc<ClusterState>,
+}
+
+impl ClusterPools {
+    /// The primary's pool, as of now.
+    pub fn primary(&self) -> &NodePool {
+        let i = usize::from(self.state.primary_id().0);
+        // Both lists come from the same `node_specs`; the fallback only guards that.
+        self.nodes.get(i).unwrap_or(&self.nodes[0])
+    }
+
+    pub fn primary_id(&self) -> NodeId {
+        self.state.primary_id()
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&NodePool> {
+        self.nodes.get(usize::from(id.0))
+    }
+
+    pub fn nodes_with_ids(&self) -> impl Iterator<Item = (NodeId, &NodePool)> {
+        self.nodes.iter().enumerate().filter_map(|(i, p)| Some((NodeId(u16::try_from(i).ok()?), p)))
+    }
+
+    /// A node nothing should reach now: not the primary, and down or not in recovery (an old
+    /// primary, or one fenced for claiming to be a primary).
+    pub fn retired(&self, id: NodeId) -> bool {
+        if id == self.state.primary_id() {
+            return false;
+        }
+        let s = self.state.snapshot(id);
+        !s.up || s.promoted
+    }
 }
 
 pub struct User {
@@ -139,6 +172,26 @@ impl Topology {
 
         let client_tls = client_tls(&config.pooler)?;
         let server_tls = server_tls(&config.pooler)?;
+        // The monitors before the pools: each cluster's pools ask its state which node is the
+        // primary.
+        let mut clusters = HashMap::new();
+        for (name, cl) in &config.clusters {
+            // The monitor logs in as the first user lsnpool can log in as.
+            let login = config.users.iter().find(|u| match &u.password {
+                None => true,
+                Some(p) => matches!(Secret::parse(p), Ok(Secret::Plain(_))),
+            });
+            let (specs, hint) = cl.node_specs();
+            let key = (specs.into_iter().map(|s| s.addr).collect::<Vec<_>>(), hint, config.routing.failover_detect);
+            let runtime = match old.and_then(|o| o.clusters.get(name.as_str())).filter(|r| r.key == key) {
+                Some(r) => r.clone(),
+                None => {
+                    let (state, monitor) = replicas::start_monitor(name, cl, login, &config);
+                    ClusterRuntime { state, _monitor: Arc::new(monitor), key }
+                }
+            };
+            clusters.insert(Arc::from(name.as_str()), runtime);
+        }
         let mut pools = HashMap::new();
         for (name, cl) in &config.clusters {
             let cluster: Arc<str> = Arc::from(name.as_str());
@@ -173,35 +226,18 @@ impl Topology {
                         .build_pool()
                         .map_err(|e| TopologyError::Pool { label: label.to_string(), problem: e.to_string() })
                 };
-                let primary = make(&cl.primary, "primary".into(), previous.map(|p| &p.primary))?;
-                let replicas = cl
-                    .replicas
+                let (specs, _) = cl.node_specs();
+                let nodes = specs
                     .iter()
-                    .enumerate()
-                    .map(|(i, addr)| {
-                        let reuse = previous.and_then(|p| p.replicas.iter().find(|r| r.manager().target().addr == *addr));
-                        make(addr, format!("replica{i}"), reuse)
+                    .map(|spec| {
+                        let reuse = previous.and_then(|p| p.nodes.iter().find(|r| r.manager().target().addr == spec.addr));
+                        make(&spec.addr, spec.name.clone(), reuse)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                pools.insert((cluster.clone(), u.name.clone()), Arc::new(ClusterPools { primary, replicas }));
+                let Some(runtime) = clusters.get(name.as_str()) else { continue };
+                let state: Arc<ClusterState> = Arc::clone(&runtime.state);
+                pools.insert((cluster.clone(), u.name.clone()), Arc::new(ClusterPools { nodes, state }));
             }
-        }
-        let mut clusters = HashMap::new();
-        for (name, cl) in &config.clusters {
-            // The monitor logs in as the first user lsnpool can log in as.
-            let login = config.users.iter().find(|u| match &u.password {
-                None => true,
-                Some(p) => matches!(Secret::parse(p), Ok(Secret::Plain(_))),
-            });
-            let key = (cl.primary.clone(), cl.replicas.clone());
-            let runtime = match old.and_then(|o| o.clusters.get(name.as_str())).filter(|r| r.key == key) {
-                Some(r) => r.clone(),
-                None => {
-                    let (state, monitor) = replicas::start_monitor(name, cl, login, &config);
-                    ClusterRuntime { state, _monitor: Arc::new(monitor), key }
-                }
-            };
-            clusters.insert(Arc::from(name.as_str()), runtime);
         }
         // Last, once nothing can fail: a RELOAD that fails leaves the budgets as they were.
         for (name, cl) in &config.clusters {

@@ -19,6 +19,8 @@ pub struct ClientLsns {
     /// The replica the client read from last. Replicas only move forward, so reading there
     /// again is monotonic without knowing exactly how far the last read saw.
     sticky: Option<NodeId>,
+    /// The cluster's failover epoch these LSNs were learned in (see `rebase`).
+    epoch: u32,
 }
 
 /// What a read must see that the client did not learn itself, gathered per read by the
@@ -65,6 +67,25 @@ impl Need {
 }
 
 impl ClientLsns {
+    /// The failover epoch the LSNs belong to.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// A failover happened (`epoch` is the cluster's new one): LSNs learned on an older
+    /// timeline are capped at `cap`, the new primary's position when it took over. What
+    /// survived of the old timeline is at or below it (the new timeline forked there), so a
+    /// replica of the new timeline that reached the capped LSN has everything the client could
+    /// still see, and a read never waits for a position only the lost timeline had. The sticky
+    /// replica is forgotten: the promoted node was one.
+    pub fn rebase(&mut self, epoch: u32, cap: Lsn) {
+        self.commit = self.commit.min(cap);
+        self.read = self.read.min(cap);
+        self.token = self.token.min(cap);
+        self.sticky = None;
+        self.epoch = epoch;
+    }
+
     /// A commit of this client's, learned before the client saw it acknowledged.
     pub fn learn_commit(&mut self, lsn: Lsn) {
         self.commit = self.commit.max(lsn);
@@ -175,5 +196,24 @@ mod tests {
         c.read_from(NodeId(0), Lsn(300));
         assert_eq!(c.required(Consistency::ReadYourWrites, &Outside::default()).0, Lsn(400));
         assert_eq!(c.sticky(), Some(NodeId(0)));
+    }
+
+    #[test]
+    fn a_failover_caps_what_was_learned_on_the_old_timeline() {
+        let mut c = ClientLsns::default();
+        c.learn_commit(Lsn(500));
+        c.read_from(NodeId(1), Lsn(300));
+        c.set_token(Lsn(900));
+        c.rebase(1, Lsn(400));
+        assert_eq!(c.epoch(), 1);
+        assert_eq!(c.sticky(), None);
+        assert_eq!(c.token(), Lsn(400));
+        let (need, _) = c.required(Consistency::ReadYourWrites, &Outside::default());
+        assert_eq!(need, Lsn(400), "capped at the new primary's position, never above");
+        // Below the cap nothing changes: that part of the old timeline is the new one's too.
+        let mut low = ClientLsns::default();
+        low.learn_commit(Lsn(200));
+        low.rebase(1, Lsn(400));
+        assert_eq!(low.required(Consistency::ReadYourWrites, &Outside::default()).0, Lsn(200));
     }
 }

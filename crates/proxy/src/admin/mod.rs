@@ -196,7 +196,7 @@ async fn wait_until_idle(pooler: &Pooler, db: Option<&str>) {
             None => topology.databases.values().map(|x| x.cluster.clone()).collect(),
         };
         let busy = topology.all_pools().filter(|((c, _), _)| clusters.contains(c)).any(|(_, p)| {
-            std::iter::once(&p.primary).chain(p.replicas.iter()).any(|pool| {
+            p.nodes.iter().any(|pool| {
                 let s = pool.status();
                 s.size > s.available
             })

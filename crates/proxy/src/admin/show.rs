@@ -110,7 +110,11 @@ fn databases(pooler: &Pooler, out: &mut BytesMut) {
     let clients = pooler.clients.all();
     let rows = by_name(&t).into_iter().filter_map(|db| Some((db, c.clusters.get(&*db.cluster)?)));
     result_set!(out, rows, |(db, cl)|
-        let (host, port) = cl.primary.rsplit_once(':').unwrap_or((cl.primary.as_str(), ""));
+        // The primary as the monitor found it (failover moves it), else as configured.
+        let state = t.cluster_state(&db.cluster);
+        let primary = state.as_ref().map_or_else(|| cl.primary.clone(), |s| s.primary_addr().to_string());
+        let (host, port) = primary.rsplit_once(':').map_or((primary.clone(), String::new()), |(h, p)| (h.to_string(), p.to_string()));
+        let replica_count = state.as_ref().map_or(cl.replicas.len(), |s| s.replica_count());
     {
         "name" => db.name,
         "host" => host,
@@ -128,7 +132,7 @@ fn databases(pooler: &Pooler, out: &mut BytesMut) {
         "disabled" => 0,
         "consistency" => db.consistency,
         "routing" => routing_name(db),
-        "replicas" => cl.replicas.len(),
+        "replicas" => replica_count,
         "routing_disabled" => u8::from(crate::controls::routing_disabled(&c.routing, &pooler.switch, db)),
     });
 }
@@ -149,7 +153,7 @@ fn lists(pooler: &Pooler, out: &mut BytesMut) {
     let counts: [(&str, usize); 14] = [
         ("databases", t.databases.len()),
         ("users", t.users.len()),
-        ("pools", t.all_pools().map(|(_, p)| 1 + p.replicas.len()).sum()),
+        ("pools", t.all_pools().map(|(_, p)| p.nodes.len()).sum()),
         ("free_clients", 0),
         ("used_clients", clients.len()),
         ("login_clients", 0),
@@ -177,10 +181,14 @@ fn pools(pooler: &Pooler, out: &mut BytesMut) {
     let mut by_key: Vec<_> = t.all_pools().collect();
     by_key.sort_by(|a, b| a.0.cmp(b.0));
     let rows = by_key.into_iter().flat_map(|((cluster, user), p)| {
-        std::iter::once(&p.primary).chain(p.replicas.iter()).enumerate().map(move |(i, pool)| (cluster, user, i, pool))
+        // The primary's pool first, as before roles were discovered.
+        let primary = p.primary_id();
+        let mut nodes: Vec<_> = p.nodes_with_ids().map(move |(id, pool)| (cluster, user, id == primary, pool)).collect();
+        nodes.sort_by_key(|n| !n.2);
+        nodes
     });
     let waits = pooler.clients.max_waits();
-    result_set!(out, rows, |(cluster, user, i, pool)|
+    result_set!(out, rows, |(cluster, user, is_primary, pool)|
         let s = pool.status();
         let active = s.size.saturating_sub(s.available);
         let label = pool.manager().target().label.clone();
@@ -203,7 +211,7 @@ fn pools(pooler: &Pooler, out: &mut BytesMut) {
         "maxwait_us" => maxwait.subsec_micros(),
         "pool_mode" => t.config.pooler.pool_mode.as_str(),
         "node" => label,
-        "role" => if i == 0 { "primary" } else { "replica" },
+        "role" => if is_primary { "primary" } else { "replica" },
     });
 }
 
@@ -278,6 +286,8 @@ fn replicas(pooler: &Pooler, out: &mut BytesMut) {
         "last_poll_ms_ago" => r.last_poll_ms_ago.map(|v| v.to_string()).unwrap_or_default(),
         "reads_routed" => r.reads_routed,
         "in_rotation" => r.in_rotation,
+        "timeline" => r.timeline,
+        "fenced" => r.fenced,
     });
 }
 

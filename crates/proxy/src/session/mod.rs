@@ -457,7 +457,7 @@ impl Session {
     /// insert position is at or past it, so another one answers for it.
     async fn capture_on_another_connection(&mut self) {
         let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
-        match Lease::checkout(&self.pools.primary, std::future::ready(()), &who, false).await {
+        match Lease::checkout(self.pools.primary(), std::future::ready(()), &who, false).await {
             Ok(mut lease) => {
                 self.capture_separately(&mut lease).await;
                 self.release(lease).await;
@@ -512,8 +512,9 @@ impl Session {
             Some(server) => Ok(Lease::lent(server, &who)),
             None => {
                 let pool = match route {
-                    Route::Replica(node) => self.pools.replicas.get(usize::from(node.0)).unwrap_or(&self.pools.primary),
-                    Route::Primary => &self.pools.primary,
+                    Route::Replica(node) => self.pools.node(node).unwrap_or_else(|| self.pools.primary()),
+                    // Read once per checkout: after a failover, the new primary's pool.
+                    Route::Primary => self.pools.primary(),
                 };
                 let paused = self.pooler.is_paused(&self.login.db.name);
                 Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who, paused).await
