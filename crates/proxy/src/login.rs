@@ -43,7 +43,9 @@ pub struct LoggedIn {
     pub report_commit_lsn: bool,
     /// Session mode: the client's server connection, taken at login (its BackendKeyData is
     /// the client's).
-    pub server: Option<Lease>,
+    /// Boxed: the session keeps `LoggedIn` for its life, and inline an absent lease would
+    /// cost every idle client its 400-odd bytes.
+    pub server: Option<Box<Lease>>,
     /// Holds the client's place under max_client_conn for as long as the session lives.
     pub _guard: ClientGuard,
 }
@@ -187,7 +189,7 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
             Ok(lease) => {
                 greeting.clone_from(&lease.reported);
                 registration.use_server_key(lease.key.pid, lease.key.secret);
-                server = Some(lease);
+                server = Some(Box::new(lease));
             }
             Err(r) => return refuse_after(stream, out, &r.code, &r.message, r.hint).await,
         }

@@ -75,7 +75,7 @@ impl Session {
         let causal = crate::causal::Causal::new(pooler.token_store.clone(), login.report_commit_lsn);
         let router = ClientRouter::new(login.db.clone(), cluster, login.registration.slot.pid as u32, causal);
         DbStats::add(&login.db.stats.client_login_count, 1);
-        let held = login.server.take().map(|lease| Box::new((lease, Target::primary())));
+        let held = login.server.take().map(|lease| Box::new((*lease, Target::primary())));
         Session {
             rules: SessionRules::new(login.topology.rules.clone()),
             pooler,
