@@ -261,3 +261,6 @@ mod tests {
         assert_eq!(analyze(&lone_sync, 1 << 20, &ClientStatements::default()).parse_only, None);
     }
 }
+
+#[cfg(test)]
+mod fuzz;
