@@ -38,7 +38,7 @@ test: ## All tests: unit, integration against the real local topology, driver ba
 drivers: ## Install the driver battery's clients (python venv, npm, pgjdbc) into target/drivers
 	tests/drivers/install.sh
 
-demo: ## With `make run` going in another terminal: read-your-writes, replica share, SHOW ROUTING
+demo: ## Read-your-writes through `make run`'s lsnpool (or one of its own), then across two instances sharing Redis
 	testenv/demo.sh
 
 demo-critical: ## Operator controls on an lsnpool of its own: a query rule, the breaker tripping and closing, the kill switch
