@@ -40,6 +40,8 @@ fn frame() -> impl Strategy<Value = (u8, Vec<u8>)> {
         2 => Just((b'S', Vec::new())),
         1 => Just((b'H', Vec::new())),
         1 => (any::<u8>(), vec(any::<u8>(), 0..24)),
+        // a frame whose length is impossible (encode() writes it raw, see below)
+        1 => Just((BAD_LENGTH, Vec::new())),
     ]
     .prop_flat_map(|(tag, body)| {
         // sometimes cut the body short (a view must then say None, not read past the frame)
@@ -49,10 +51,17 @@ fn frame() -> impl Strategy<Value = (u8, Vec<u8>)> {
     .prop_map(|(tag, body, keep)| if keep % 5 == 0 { (tag, body[..keep].to_vec()) } else { (tag, body) })
 }
 
+/// Stands for a Parse header with length 3 (below the minimum of 4).
+const BAD_LENGTH: u8 = 0xfe;
+
 fn encode(frames: &[(u8, Vec<u8>)]) -> BytesMut {
     let mut buf = BytesMut::new();
     for (tag, body) in frames {
-        message(&mut buf, *tag, |b| b.extend_from_slice(body));
+        if *tag == BAD_LENGTH {
+            buf.extend_from_slice(&[b'P', 0, 0, 0, 3]);
+        } else {
+            message(&mut buf, *tag, |b| b.extend_from_slice(body));
+        }
     }
     buf
 }
@@ -112,7 +121,9 @@ fn check(buf: &[u8], statements: &ClientStatements) -> Result<BatchInfo, TestCas
         prop_assert_eq!(buf.first(), Some(&frontend::PARSE));
         match extended_command(buf, MAX, cmd) {
             Extended::Answer(c) => prop_assert!(c.len <= end && buf.get(c.len - HEADER_LEN) == Some(&frontend::SYNC)),
-            Extended::Incomplete | Extended::Other => {}
+            // "wait for the rest" only when the rest can come: no framing error in the buffer
+            Extended::Incomplete => prop_assert!(Frames::new(buf, MAX).all(|r| r.is_ok()), "Incomplete on a framing error"),
+            Extended::Other => {}
         }
     }
     // what follows the batch does not change what is said about it
