@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PGENV := testenv/pgenv.sh
 export R2_APPLY_DELAY
 
-.PHONY: help run test drivers demo demo-critical build bench env-up env-down env-status clean
+.PHONY: help run test fuzz drivers demo demo-critical build bench env-up env-down env-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -34,6 +34,12 @@ test: ## All tests: unit, integration against the real local topology, driver ba
 	tests/drivers/install.sh
 	@mkdir -p target
 	cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log; exit $${PIPESTATUS[0]}
+
+fuzz: ## Property tests of framing, startup packet, batch analysis and classifier with FUZZ_CASES (200000) cases each, then FUZZ_WIRE_CASES (5000) random message sequences against a running lsnpool
+	$(PGENV) up
+	PROPTEST_CASES=$${FUZZ_CASES:-200000} cargo test -p lsnpool-protocol -p lsnpool-router --test fuzz
+	PROPTEST_CASES=$${FUZZ_CASES:-200000} cargo test -p lsnpool-proxy --lib batch::fuzz
+	LSNPOOL_FUZZ_WIRE_CASES=$${FUZZ_WIRE_CASES:-5000} cargo test --test fuzz_wire -- --nocapture
 
 drivers: ## Install the driver battery's clients (python venv, npm, pgjdbc) into target/drivers
 	tests/drivers/install.sh
