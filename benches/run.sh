@@ -578,6 +578,8 @@ fi
 
 # ================================================================= report
 log "report"
+# a partial run (BENCH_ONLY) leaves the other sections' files absent: empty tables, no noise
+for f in "$PGB_TSV" "$CAP_TSV" "$RAW_CSV" "$MICRO_TSV"; do [[ -e "$f" ]] || : >"$f"; done
 
 # stats TSV WORKLOAD CLIENTS TARGET -> "median min max n_ok n_failed first_error"
 stats() {
@@ -639,6 +641,7 @@ echo
 echo "| | |"
 echo "|---|---|"
 echo "| date | $RUN_DATE |"
+[[ -n "${ONLY:-}" ]] && echo "| sections | only $ONLY (BENCH_ONLY): the other tables are empty |"
 echo "| mode | $( (( QUICK )) && echo "QUICK: 1 run per case, ${T_MAIN} s runs (${T_ONE} s at 1 client)" || echo "full: $REPS runs per case (median, min–max), ${T_MAIN} s runs (${T_ONE} s at 1 client)") |"
 echo "| machine | $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL RAM, $(uname -sr); load average at the end: $LOAD_END |"
 echo "| PostgreSQL | $PG_VER (primary + 2 streaming replicas on the same machine), $PGBENCH_VER |"
@@ -854,4 +857,4 @@ echo
 echo "Raw numbers, logs and the configs used: \`target/bench/\` (not committed)."
 } >"$OUT"
 
-note "wrote $OUT and $CHART in ${ELAPSED} s"
+note "wrote $OUT in ${ELAPSED} s"
