@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PGENV := testenv/pgenv.sh
 export R2_APPLY_DELAY
 
-.PHONY: help run test drivers demo demo-critical build bench env-up env-down env-status clean
+.PHONY: help run test fuzz drivers demo demo-critical build bench env-up env-down env-status clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -35,10 +35,16 @@ test: ## All tests: unit, integration against the real local topology, driver ba
 	@mkdir -p target
 	cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log; exit $${PIPESTATUS[0]}
 
+fuzz: ## Property tests of framing, startup packet, batch analysis and classifier with FUZZ_CASES (200000) cases each, then FUZZ_WIRE_CASES (5000) random message sequences against a running lsnpool
+	$(PGENV) up
+	PROPTEST_CASES=$${FUZZ_CASES:-200000} cargo test -p lsnpool-protocol -p lsnpool-router --test fuzz
+	PROPTEST_CASES=$${FUZZ_CASES:-200000} cargo test -p lsnpool-proxy --lib batch::fuzz
+	LSNPOOL_FUZZ_WIRE_CASES=$${FUZZ_WIRE_CASES:-5000} cargo test --test fuzz_wire -- --nocapture
+
 drivers: ## Install the driver battery's clients (python venv, npm, pgjdbc) into target/drivers
 	tests/drivers/install.sh
 
-demo: ## With `make run` going in another terminal: read-your-writes, replica share, SHOW ROUTING
+demo: ## Read-your-writes through `make run`'s lsnpool (or one of its own), then across two instances sharing Redis
 	testenv/demo.sh
 
 demo-critical: ## Operator controls on an lsnpool of its own: a query rule, the breaker tripping and closing, the kill switch

@@ -3,6 +3,7 @@
 //! ```text
 //! loadgen raw   --label L --delay-ms D --write URL [--read URL] --setup URL
 //!               [--clients 16] [--k 4] [--seconds 5] [--readers 0] [--level L] [--keyed 1] --csv FILE
+//! loadgen latency --label L --write URL [--read URL] --setup URL [--n 2000] [--level L] [--keyed 1] --tsv FILE
 //! loadgen idle  --url URL --n 10000 --pid PID [--concurrency 64] --out FILE
 //! loadgen chart --csv FILE --out PNG
 //! ```
@@ -17,6 +18,12 @@
 //! only read (their replica share is reported on its own); `--level L` sends
 //! `SET lsnpool.consistency = 'L'` on every connection first; `--keyed 1` gives each writer a
 //! session key of its own on both its connections. Appends one CSV row to `--csv`.
+//!
+//! `latency`: one client, one at a time: an INSERT (autocommit) on `--write`, then its read-back
+//! on `--read` (default the same URL, another connection), N times; appends the p50 and p99 of
+//! the commit and of the read-back, in microseconds, and the stale read-backs to `--tsv`. Run
+//! against an embedded and a Redis token store on the same level, the difference is what the
+//! store adds per commit (it is written before the commit's ReadyForQuery) and per read.
 //!
 //! `idle`: holds N logged-in, idle client connections to a pooler and reports the pooler's
 //! VmRSS (from /proc/PID/status) before and with them: bytes per idle client.
@@ -306,6 +313,8 @@ async fn raw(a: &Args) -> Res<()> {
         pct(rrep, rr),
         g(&st.errors)
     );
+    // a comma in the label would shift every column of the row
+    let label = label.replace(',', ";");
     let new = !std::path::Path::new(&csv).exists();
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&csv)?;
     if new {
@@ -322,6 +331,58 @@ async fn raw(a: &Args) -> Res<()> {
         reads as f64 / elapsed,
         pct(rrep, rr)
     )?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ latency
+
+/// The q-quantile (0..=1) of sorted microseconds.
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn latency(a: &Args) -> Res<()> {
+    let label = a.get("label")?.replace('\t', " ");
+    let n: usize = a.num("n", 2000)?;
+    let tsv = a.get("tsv")?;
+    let level = a.opt("level");
+    let setup = connect(&a.get("setup")?).await?;
+    setup.batch_execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigint PRIMARY KEY, v int NOT NULL)").await?;
+    let base: i64 = setup.query_one("SELECT coalesce(max(id), 0) + 1 FROM bench_raw", &[]).await?.get(0);
+    drop(setup);
+    let write = a.get("write")?;
+    let w = connect_at(&write, &level).await?;
+    let r = connect_at(&a.opt("read").unwrap_or(write), &level).await?;
+    if a.num("keyed", 0u8)? == 1 {
+        for c in [&w, &r] {
+            c.simple_query("SET lsnpool.session_key = 'latency:1'").await?;
+        }
+    }
+    let ins = w.prepare("INSERT INTO bench_raw (id, v) VALUES ($1, 1)").await?;
+    let back = r.prepare("SELECT (SELECT v FROM bench_raw WHERE id = $1)").await?;
+    let (mut commits, mut reads, mut stale) = (Vec::with_capacity(n), Vec::with_capacity(n), 0u64);
+    for i in 0..n as i64 {
+        let t = Instant::now();
+        w.execute(&ins, &[&(base + i)]).await?;
+        commits.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        let v: Option<i32> = r.query_one(&back, &[&(base + i)]).await?.get(0);
+        reads.push(t.elapsed().as_micros() as u64);
+        stale += u64::from(v.is_none());
+    }
+    commits.sort_unstable();
+    reads.sort_unstable();
+    let (c50, c99, r50, r99) = (quantile(&commits, 0.5), quantile(&commits, 0.99), quantile(&reads, 0.5), quantile(&reads, 0.99));
+    println!("latency {label} n={n}: commit p50={c50}us p99={c99}us; read-back p50={r50}us p99={r99}us; stale={stale}");
+    let new = !std::path::Path::new(&tsv).exists();
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&tsv)?;
+    if new {
+        writeln!(f, "label\tn\tcommit_p50_us\tcommit_p99_us\tread_p50_us\tread_p99_us\tstale")?;
+    }
+    writeln!(f, "{label}\t{n}\t{c50}\t{c99}\t{r50}\t{r99}\t{stale}")?;
     Ok(())
 }
 
@@ -590,7 +651,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` runs every bench target with `--bench`: nothing to do without a command.
     let Some(cmd) = args.first().filter(|c| !c.starts_with('-')) else {
-        eprintln!("loadgen: run by benches/run.sh (make bench); commands: raw, idle, chart, latency-chart");
+        eprintln!("loadgen: run by benches/run.sh (make bench); commands: raw, latency, idle, chart, latency-chart");
         return;
     };
     let a = match Args::parse(&args[1..]) {
@@ -603,6 +664,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let r = match cmd.as_str() {
         "raw" => rt.block_on(raw(&a)),
+        "latency" => rt.block_on(latency(&a)),
         "idle" => rt.block_on(idle(&a)),
         "chart" => chart(&a),
         "latency-chart" => latency_chart(&a),

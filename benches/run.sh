@@ -21,6 +21,12 @@
 # clients), BENCH_SCALE, BENCH_PORT_BASE; BENCH_REPORT_ONLY=1 rewrites the report from the numbers
 # of the last run (target/bench) without measuring.
 #
+# BENCH_ONLY="cross" (any of: pgbench capture raw cross memory micro) runs only those sections
+# (after the build, topology and database steps) and writes the report to target/bench/partial.md,
+# leaving benches/results/ alone: for checking one section without a full, CPU-hungry run.
+# PGENV_DATA / PGENV_PORT_BASE point the run at a throwaway topology (testenv/README.md) and its
+# Redis (port base + 947), so r2's apply delay is changed there and not on the shared one.
+#
 # Everything runs on its own ports (BENCH_PORT_BASE, default 16430 .. +10) and its own database
 # (lsnbench, created on the primary and initialised with pgbench once), so tests running at the
 # same time against appdb are not disturbed (r2's apply delay is shared, though: it is restored
@@ -65,6 +71,13 @@ TARGETS=(direct pgbouncer lsnpool_primary lsnpool_appdb)
 declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off" [lsnpool_appdb_cap]="lsnpool appdb, capture on")
 
 PGB_TSV="$W/pgbench.tsv"; HOP_TSV="$W/hop.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
+CROSS_CSV="$W/cross.csv"; LAT_TSV="$W/token_latency.tsv"
+# r2 apply delays of the cross-connection rows; commits and read-backs per token-store latency run
+if (( QUICK )); then CROSS_DELAYS=(0 300); LAT_N=300; else CROSS_DELAYS=(0 50 300); LAT_N=2000; fi
+ONLY="${BENCH_ONLY:-}"
+section() { [[ -z "$ONLY" || " $ONLY " == *" $1 "* ]]; }
+CHART="$RES/stale_vs_delay.png"; [[ -n "$ONLY" ]] && CHART="$W/stale_vs_delay.png"
+HOP_CHART="$RES/latency.png"; [[ -n "$ONLY" ]] && HOP_CHART="$W/latency.png"
 
 BASE="${BENCH_PORT_BASE:-16430}"
 LSN_PORT=$((BASE + 2))        # lsnpool, capture on (pgbench targets)
@@ -74,7 +87,7 @@ LSN_RAW_PORT=$((BASE + 4))    # lsnpool for read-after-write
 LSN_MEM_PORT=$((BASE + 5))    # fresh lsnpool for the idle-clients memory test
 PGB_PORT=$((BASE + 9))        # PgBouncer
 PGB_MEM_PORT=$((BASE + 10))   # fresh PgBouncer for the memory test
-PRIMARY=55432; R1=55433; R2=55434
+PRIMARY="${PGENV_PORT_BASE:-55432}"; R1=$((PRIMARY + 1)); R2=$((PRIMARY + 2)); REDIS_PORT=$((PRIMARY + 947))
 
 export PGPASSWORD=postgres PGUSER=postgres PGCONNECT_TIMEOUT=10
 unset PGHOST PGPORT PGDATABASE PGHOSTADDR PGSERVICE PGOPTIONS PGSSLMODE || true
@@ -305,6 +318,7 @@ EOF
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK="$(getconf CLK_TCK)"
 
+if section pgbench; then
 log "start lsnpool (:$LSN_PORT) and PgBouncer (:$PGB_PORT)"
 lsnpool_config "$W/lsnpool.toml" "$LSN_PORT"
 start_lsnpool lsnpool "$W/lsnpool.toml" "$LSN_PORT"; LSN_PID=$STARTED_PID
@@ -398,7 +412,7 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-# ---------------------------------------------------------------- latency (issue 13)
+# ---------------------------------------------------------------- latency (issue 13), part of the pgbench section
 # Per-transaction latency from pgbench's own log (--log: one line per transaction, its time in
 # µs), select-only simple and prepared at 1 and 8 clients, the four targets alternated within
 # each repetition. "Added latency" = a target's percentile minus direct's in the same repetition.
@@ -456,9 +470,11 @@ for rep in $(seq "$HOP_REPS"); do
     done
 done
 
-"$LOADGEN" latency-chart --tsv "$HOP_TSV" --out "$RES/latency.png" >&2 || note "latency chart failed"
+"$LOADGEN" latency-chart --tsv "$HOP_TSV" --out "$HOP_CHART" >&2 || note "latency chart failed"
+fi
 
 # ---------------------------------------------------------------- commit-LSN capture cost
+if section capture; then
 log "commit-LSN capture: tpcb-like simple, 50 clients, lsnpool appdb, on vs off, $CAP_REPS rep(s)"
 lsnpool_config "$W/lsnpool-nocap.toml" "$LSN_OFF_PORT"
 start_lsnpool lsnpool-nocap "$W/lsnpool-nocap.toml" "$LSN_OFF_PORT" LSNPOOL_ROUTING__CAPTURE_COMMIT_LSN=false; LSN_OFF_PID=$STARTED_PID
@@ -474,11 +490,15 @@ done
 stop_pid "$LSN_OFF_PID"
 stop_pid "$LSN_CAP_PID"
 
+fi
+
 # The throughput instances are done: stop them so they do not poll or hold memory meanwhile.
-stop_pid "$LSN_PID"
-[[ -n "$PGB_PID" ]] && stop_pid "$PGB_PID"
+[[ -n "${LSN_PID:-}" ]] && stop_pid "$LSN_PID"
+[[ -n "${PGB_PID:-}" ]] && stop_pid "$PGB_PID"
 
 # ---------------------------------------------------------------- read-after-write
+url() { echo "host=127.0.0.1 port=$1 user=postgres password=postgres dbname=$2"; }
+if section raw; then
 log "read-after-write: $RAW_CLIENTS clients, k=$RAW_K, ${RAW_SECONDS}s per point, r2 apply delay ${RAW_DELAYS[*]} ms"
 lsnpool_config "$W/lsnpool-raw.toml" "$LSN_RAW_PORT" "
 [clusters.appdb_r2]
@@ -486,7 +506,6 @@ database = \"$DB\"
 primary = \"127.0.0.1:$PRIMARY\"
 replicas = [\"127.0.0.1:$R2\"]"
 start_lsnpool lsnpool-raw "$W/lsnpool-raw.toml" "$LSN_RAW_PORT"; RAW_PID=$STARTED_PID
-url() { echo "host=127.0.0.1 port=$1 user=postgres password=postgres dbname=$2"; }
 raw_run() {  # raw_run DELAY LABEL args...
     local d="$1" label="$2"; shift 2
     timeout $((RAW_SECONDS + 60)) "$LOADGEN" raw --label "$label" --delay-ms "$d" --clients "$RAW_CLIENTS" --k "$RAW_K" \
@@ -500,50 +519,82 @@ for d in "${RAW_DELAYS[@]}"; do
     raw_run "$d" "lsnpool (r1 + r2)" --write "$(url "$LSN_RAW_PORT" appdb)"
     raw_run "$d" "lsnpool (r2 only)" --write "$(url "$LSN_RAW_PORT" appdb_r2)"
 done
-# Cross-connection (issue 10): each writer writes on one connection and reads back on another,
-# beside 6 read-only clients, at r2 +300 ms; per level. A second instance sharing Redis (when
-# testenv's Redis answers on 56379) reads back what the first wrote.
-CROSS_CSV="$W/cross.csv"; rm -f "$CROSS_CSV"
-"$PGENV" delay 300ms >/dev/null || note "could not set r2's delay to 300ms"
-sleep 1
-cross_run() {  # cross_run LABEL args...
-    local label="$1"; shift
-    timeout $((RAW_SECONDS + 60)) "$LOADGEN" raw --label "$label" --delay-ms 300 --clients 6 --readers 6 --k "$RAW_K" \
-        --seconds "$RAW_SECONDS" --setup "$(url $PRIMARY $DB)" --csv "$CROSS_CSV" "$@" 2>>"$W/raw.log" | tee -a "$W/raw.log" >&2 \
-        || note "cross-connection $label failed (see $W/raw.log)"
-}
-# An instance on the shipped routing defaults (global, lsn_wait_timeout 20ms).
-lsnpool_config "$W/lsnpool-cross.toml" $((LSN_RAW_PORT + 10))
-start_lsnpool lsnpool-cross "$W/lsnpool-cross.toml" $((LSN_RAW_PORT + 10)) LSNPOOL_ROUTING__CONSISTENCY=global LSNPOOL_ROUTING__LSN_WAIT_TIMEOUT=20ms
-CROSS_PID=$STARTED_PID
-LSNU="$(url $((LSN_RAW_PORT + 10)) appdb)"
-cross_run "naive split (reads on r2)" --write "$(url $PRIMARY $DB)" --read "$(url $R2 $DB)"
-cross_run "primary only (strong)" --write "$LSNU" --read "$LSNU" --level strong
-cross_run "read-your-writes" --write "$LSNU" --read "$LSNU" --level read-your-writes
-cross_run "global (default)" --write "$LSNU" --read "$LSNU"
-cross_run "session key, embedded" --write "$LSNU" --read "$LSNU" --level session --keyed 1
-cross_run "linearizable" --write "$LSNU" --read "$LSNU" --level linearizable
-stop_pid "$CROSS_PID"
-if command -v redis-cli >/dev/null && redis-cli -p 56379 ping >/dev/null 2>&1; then
-    for i in 1 2; do
-        lsnpool_config "$W/lsnpool-redis$i.toml" $((LSN_RAW_PORT + 10 + i))
-        start_lsnpool "lsnpool-redis$i" "$W/lsnpool-redis$i.toml" $((LSN_RAW_PORT + 10 + i)) \
-            LSNPOOL_ROUTING__TOKEN_STORE=redis://127.0.0.1:56379 LSNPOOL_ROUTING__CONSISTENCY=global LSNPOOL_ROUTING__LSN_WAIT_TIMEOUT=20ms
-        REDIS_PIDS+=("$STARTED_PID")
-    done
-    sleep 3
-    R1U="$(url $((LSN_RAW_PORT + 11)) appdb)"; R2U="$(url $((LSN_RAW_PORT + 12)) appdb)"
-    cross_run "session key, Redis, 2 instances" --write "$R1U" --read "$R2U" --level session --keyed 1
-    cross_run "global, Redis, 2 instances" --write "$R1U" --read "$R2U"
-    for pid in "${REDIS_PIDS[@]}"; do stop_pid "$pid"; done
-else
-    note "no Redis on 127.0.0.1:56379 (testenv/pgenv.sh up starts one): the Redis rows are skipped"
-fi
 "$PGENV" delay 0 >/dev/null || note "could not restore r2's delay to 0"
 stop_pid "$RAW_PID"
-"$LOADGEN" chart --csv "$RAW_CSV" --out "$RES/stale_vs_delay.png" >&2 || note "chart failed"
+"$LOADGEN" chart --csv "$RAW_CSV" --out "$CHART" >&2 || note "chart failed"
+fi
+
+# ---------------------------------------------------------------- read-after-write across connections
+# Cross-connection (issue 10): each writer writes on one connection and reads back on another,
+# beside 6 read-only clients, per level, at r2 apply delays ${CROSS_DELAYS[*]} ms. Two more
+# instances sharing Redis (when testenv's Redis answers) read back what the other wrote. Then
+# the token store's own cost: commit and read-back latency, one client, embedded vs Redis.
+if section cross; then
+log "read-after-write across connections: 6 writers + 6 readers, ${RAW_SECONDS}s per row, r2 apply delay ${CROSS_DELAYS[*]} ms; token store latency ($LAT_N commits)"
+rm -f "$CROSS_CSV" "$LAT_TSV"
+cross_run() {  # cross_run DELAY LABEL args...
+    local d="$1" label="$2"; shift 2
+    timeout $((RAW_SECONDS + 60)) "$LOADGEN" raw --label "$label" --delay-ms "$d" --clients 6 --readers 6 --k "$RAW_K" \
+        --seconds "$RAW_SECONDS" --setup "$(url $PRIMARY $DB)" --csv "$CROSS_CSV" "$@" 2>>"$W/raw.log" | tee -a "$W/raw.log" >&2 \
+        || note "cross-connection $label at ${d}ms failed (see $W/raw.log)"
+}
+lat_run() {  # lat_run LABEL args...
+    local label="$1"; shift
+    timeout 300 "$LOADGEN" latency --label "$label" --n "$LAT_N" --setup "$(url $PRIMARY $DB)" --tsv "$LAT_TSV" "$@" 2>>"$W/raw.log" \
+        | tee -a "$W/raw.log" >&2 || note "token store latency $label failed (see $W/raw.log)"
+}
+# An instance on the shipped routing defaults (global, lsn_wait_timeout 20ms).
+CROSS_PORT=$((LSN_RAW_PORT + 10))
+lsnpool_config "$W/lsnpool-cross.toml" "$CROSS_PORT"
+start_lsnpool lsnpool-cross "$W/lsnpool-cross.toml" "$CROSS_PORT" LSNPOOL_ROUTING__CONSISTENCY=global LSNPOOL_ROUTING__LSN_WAIT_TIMEOUT=20ms
+CROSS_PID=$STARTED_PID
+LSNU="$(url "$CROSS_PORT" appdb)"
+REDIS_PIDS=()
+if command -v redis-cli >/dev/null && redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    for i in 1 2; do
+        lsnpool_config "$W/lsnpool-redis$i.toml" $((CROSS_PORT + i))
+        start_lsnpool "lsnpool-redis$i" "$W/lsnpool-redis$i.toml" $((CROSS_PORT + i)) \
+            LSNPOOL_ROUTING__TOKEN_STORE="redis://127.0.0.1:$REDIS_PORT" LSNPOOL_ROUTING__CONSISTENCY=global LSNPOOL_ROUTING__LSN_WAIT_TIMEOUT=20ms
+        REDIS_PIDS+=("$STARTED_PID")
+    done
+    R1U="$(url $((CROSS_PORT + 1)) appdb)"; R2U="$(url $((CROSS_PORT + 2)) appdb)"
+    # A Redis without lsnpool's data settles for max_replica_lag (10 s), reads on the primary:
+    # wait until a read through the second instance reaches a replica.
+    for _ in $(seq 150); do
+        [[ "$(psql -h 127.0.0.1 -p $((CROSS_PORT + 2)) -U postgres -X -At -d appdb -c "SELECT pg_is_in_recovery()" 2>/dev/null)" == t ]] && break
+        sleep 0.1
+    done
+else
+    note "no Redis on 127.0.0.1:$REDIS_PORT (testenv/pgenv.sh up starts one): the Redis rows are skipped"
+fi
+for d in "${CROSS_DELAYS[@]}"; do
+    "$PGENV" delay "${d}ms" >/dev/null || note "could not set r2's delay to ${d}ms"
+    sleep 1
+    cross_run "$d" "naive split (reads on r2)" --write "$(url $PRIMARY $DB)" --read "$(url $R2 $DB)"
+    cross_run "$d" "primary only (strong)" --write "$LSNU" --read "$LSNU" --level strong
+    cross_run "$d" "read-your-writes" --write "$LSNU" --read "$LSNU" --level read-your-writes
+    cross_run "$d" "global (default)" --write "$LSNU" --read "$LSNU"
+    cross_run "$d" "session key (embedded)" --write "$LSNU" --read "$LSNU" --level session --keyed 1
+    cross_run "$d" "linearizable" --write "$LSNU" --read "$LSNU" --level linearizable
+    if (( ${#REDIS_PIDS[@]} )); then
+        cross_run "$d" "session key (Redis; 2 instances)" --write "$R1U" --read "$R2U" --level session --keyed 1
+        cross_run "$d" "global (Redis; 2 instances)" --write "$R1U" --read "$R2U"
+    fi
+done
+"$PGENV" delay 0 >/dev/null || note "could not restore r2's delay to 0"
+sleep 1
+lat_run "global, embedded" --write "$LSNU" --read "$LSNU"
+lat_run "session key, embedded" --write "$LSNU" --read "$LSNU" --level session --keyed 1
+if (( ${#REDIS_PIDS[@]} )); then
+    lat_run "global, Redis" --write "$R1U" --read "$R2U"
+    lat_run "session key, Redis" --write "$R1U" --read "$R2U" --level session --keyed 1
+fi
+stop_pid "$CROSS_PID"
+for pid in "${REDIS_PIDS[@]}"; do stop_pid "$pid"; done
+fi
 
 # ---------------------------------------------------------------- memory per idle client
+if section memory; then
 log "memory: $MEM_N idle clients on a fresh lsnpool and a fresh PgBouncer"
 mem_run() {  # mem_run NAME PORT DB PID
     local name="$1" port="$2" db="$3" pid="$4"
@@ -561,10 +612,15 @@ if (( HAVE_PGB )); then
 fi
 [[ -n "$PGB_TMP" ]] && cp "$PGB_TMP"/*.log "$W/" 2>/dev/null
 
+fi
+
 # ---------------------------------------------------------------- micro-benchmarks
+if section micro; then
 log "criterion micro-benchmarks"
 BENCH_ALLOC_OUT="$W/allocs.txt" timeout 600 "$MICRO" --bench --discard-baseline "${CRIT[@]}" >"$W/micro.txt" 2>"$W/micro.stderr" \
     || note "micro-benchmarks failed (see $W/micro.stderr)"
+
+fi
 
 ELAPSED=$(( $(date +%s) - T_START ))
 PG_VER="$(psql_p -d postgres -c "SHOW server_version" 2>/dev/null)"
@@ -573,7 +629,7 @@ PGB_VER="$( (( HAVE_PGB )) && pgbouncer --version 2>/dev/null | head -1 || echo 
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 RUN_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 declare -p QUICK REPS T_MAIN T_ONE HOP_REPS T_HOP CAP_REPS CAP_T RAW_SECONDS MEM_N NOFILE HAVE_PGB ELAPSED \
-    PG_VER PGBENCH_VER PGB_VER GIT_COMMIT LOAD_END RUN_DATE >"$W/meta.env"
+    PG_VER PGBENCH_VER PGB_VER GIT_COMMIT LOAD_END RUN_DATE ONLY >"$W/meta.env"
 else
     [[ -s "$W/meta.env" ]] || die "no $W/meta.env: run benches/run.sh first"
     # shellcheck disable=SC1091
@@ -582,6 +638,8 @@ fi
 
 # ================================================================= report
 log "report"
+# a partial run (BENCH_ONLY) leaves the other sections' files absent: empty tables, no noise
+for f in "$PGB_TSV" "$CAP_TSV" "$RAW_CSV" "$MICRO_TSV"; do [[ -e "$f" ]] || : >"$f"; done
 
 # stats TSV WORKLOAD CLIENTS TARGET -> "median min max n_ok n_failed first_error"
 stats() {
@@ -667,6 +725,7 @@ CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 MEM_TOTAL="$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 
 OUT="$RES/latest.md"
+[[ -n "$ONLY" ]] && OUT="$W/partial.md"
 {
 echo "# lsnpool benchmark results"
 echo
@@ -675,6 +734,7 @@ echo
 echo "| | |"
 echo "|---|---|"
 echo "| date | $RUN_DATE |"
+[[ -n "${ONLY:-}" ]] && echo "| sections | only $ONLY (BENCH_ONLY): the other tables are empty |"
 echo "| mode | $( (( QUICK )) && echo "QUICK: 1 run per case, ${T_MAIN} s runs (${T_ONE} s at 1 client)" || echo "full: $REPS runs per case (median, min–max), ${T_MAIN} s runs (${T_ONE} s at 1 client)") |"
 echo "| machine | $(nproc) CPUs ($CPU_MODEL), $MEM_TOTAL RAM, $(uname -sr); load average at the end: $LOAD_END |"
 echo "| PostgreSQL | $PG_VER (primary + 2 streaming replicas on the same machine), $PGBENCH_VER |"
@@ -858,17 +918,40 @@ echo
 echo "## Read-after-write across connections (issue 10)"
 echo
 echo "\`loadgen raw --read <same pooler> --readers 6\`: 6 writers each INSERT on one connection and read the row back at once on"
-echo "another (an application's pool), then $RAW_K more reads; 6 more clients only read. r2 +300 ms, ${RAW_SECONDS} s per row. The"
-echo "lsnpool rows use \`lsnpool.consistency\` as named (the instance's default is read-your-writes for the rows above;"
-echo "\`global (default)\` is the shipped default). Redis rows: written through one instance, read through another."
+echo "another (an application's pool), then $RAW_K more reads; 6 more clients only read. ${RAW_SECONDS} s per row, at each r2 apply"
+echo "delay. The lsnpool rows run on one instance with the shipped defaults (\`global\`, \`lsn_wait_timeout\` 20 ms) and set"
+echo "\`lsnpool.consistency\` as named; **session key** rows give each writer a key on both its connections. **Redis; 2"
+echo "instances**: written through one lsnpool, read back through another, sharing a Redis token store."
 echo
-echo "| level / target | stale read-backs | reads on replicas (read-only clients) | reads/s | errors |"
-echo "|---|---:|---:|---:|---|"
-if [[ -s "${CROSS_CSV:-}" ]]; then
+echo "| r2 apply delay | level / target | stale read-backs | reads on replicas (read-only clients) | reads/s | errors |"
+echo "|---:|---|---:|---:|---:|---|"
+if [[ -s "$CROSS_CSV" ]]; then
     awk -F',' 'NR > 1 {
         err = ($14 > 0) ? $14 " (`" $15 "`)" : "0"
-        printf "| %s | %.2f %% (%s / %s) | %.1f %% | %.0f | %s |\n", $1, $10, $9, $8, $17, $16, err
+        printf "| %s ms | %s | %.2f %% (%s / %s) | %.1f %% | %.0f | %s |\n", $2, $1, $10, $9, $8, $17, $16, err
     }' "$CROSS_CSV"
+fi
+echo
+echo "### What the token store adds"
+echo
+echo "\`loadgen latency\`: one client, $LAT_N times: an INSERT (autocommit) on one connection, then its read-back on"
+echo "another, r2 without delay. A commit under \`global\` or a session key is written to the store before its"
+echo "ReadyForQuery; a keyed or global read asks the store first. Redis rows write through one instance and read"
+echo "through another; **added** is the Redis row minus the embedded row of the same level."
+echo
+echo "| level, store | commit p50 | commit p99 | read-back p50 | read-back p99 | stale |"
+echo "|---|---:|---:|---:|---:|---:|"
+if [[ -s "$LAT_TSV" ]]; then
+    awk -F'\t' 'NR > 1 {
+        printf "| %s | %d µs | %d µs | %d µs | %d µs | %s |\n", $1, $3, $4, $5, $6, $7
+        split($1, p, ", "); row[p[2], p[1]] = $0; lvl[p[1]] = 1
+    }
+    END {
+        for (l in lvl) if ((("embedded", l) in row) && (("Redis", l) in row)) {
+            split(row["embedded", l], e, "\t"); split(row["Redis", l], r, "\t")
+            printf "| **%s: added by Redis** | %+d µs | %+d µs | %+d µs | %+d µs | |\n", l, r[3] - e[3], r[4] - e[4], r[5] - e[5], r[6] - e[6]
+        }
+    }' "$LAT_TSV"
 fi
 echo
 
@@ -915,9 +998,11 @@ echo
 echo "Raw numbers, logs and the configs used: \`target/bench/\` (not committed)."
 } >"$OUT"
 
-note "wrote $OUT and $RES/stale_vs_delay.png in ${ELAPSED} s"
+note "wrote $OUT in ${ELAPSED} s"
 
 # The line to read before submitting a change to the relay or the routing path.
-al=$(hop_added "$HOP_TSV" "$SS" 1 lsnpool_primary 6); ab=$(hop_added "$HOP_TSV" "$SS" 1 pgbouncer 6)
-alp=$(hop_added "$HOP_TSV" "$SP" 1 lsnpool_primary 6); abp=$(hop_added "$HOP_TSV" "$SP" 1 pgbouncer 6)
-echo "CHECK: added p50 latency at 1 client (app_primary vs PgBouncer): simple +$al vs +$ab µs ($(ratio "$al" "$ab")×), prepared +$alp vs +$abp µs ($(ratio "$alp" "$abp")×); 50 clients select-only simple tps app_primary/PgBouncer $(ratio "$(median "$PGB_TSV" "$SS" 50 lsnpool_primary)" "$b_ss")×, pooler CPU $(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) vs $b_ss_cpu µs per transaction"
+if section pgbench; then
+    al=$(hop_added "$HOP_TSV" "$SS" 1 lsnpool_primary 6); ab=$(hop_added "$HOP_TSV" "$SS" 1 pgbouncer 6)
+    alp=$(hop_added "$HOP_TSV" "$SP" 1 lsnpool_primary 6); abp=$(hop_added "$HOP_TSV" "$SP" 1 pgbouncer 6)
+    echo "CHECK: added p50 latency at 1 client (app_primary vs PgBouncer): simple +$al vs +$ab µs ($(ratio "$al" "$ab")×), prepared +$alp vs +$abp µs ($(ratio "$alp" "$abp")×); 50 clients select-only simple tps app_primary/PgBouncer $(ratio "$(median "$PGB_TSV" "$SS" 50 lsnpool_primary)" "$b_ss")×, pooler CPU $(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) vs $b_ss_cpu µs per transaction"
+fi

@@ -292,3 +292,38 @@ async fn junk_after_a_query_is_refused_and_never_reaches_other_clients() {
     r.send(&unknown(b'd')).await;
     assert_eq!(rows0(&r.simple("SELECT 'after copydata'").await), vec!["after copydata".to_string()]);
 }
+
+/// Found by tests/fuzz_wire.rs: while skipping a refused extended batch to its Sync, lsnpool
+/// swallowed a message of a type PostgreSQL refuses (it checks each message's type even while
+/// it skips), so the client was not told. It gets 08P01 and the close now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_while_skipping_a_refused_batch_is_refused() {
+    let p = PoolerOpts::primary_only().pool_size(1).start();
+    let mut r = Raw::login(p.port, "app", "app").await;
+    // A named Parse of a pooler command is refused (0A000) and its batch skipped to the Sync.
+    let mut bytes = Fe::new().parse("s2", "SHOW lsnpool.session_key", &[]).take();
+    bytes.extend_from_slice(&[147, 0, 0, 0, 8, b'j', b'u', b'n', b'k']);
+    bytes.extend(Fe::new().sync().query("SELECT 1").take());
+    r.send(&bytes).await;
+    let msgs = within(10.0, "junk while skipping", r.until_eof(Duration::from_secs(8))).await;
+    let codes: Vec<String> = msgs.iter().filter(|m| m.tag == b'E').filter_map(|m| m.code()).collect();
+    assert_eq!(codes, ["0A000", "08P01"], "{}", tags(&msgs));
+    still_serves(&p).await;
+}
+
+/// Found by tests/fuzz_wire.rs: an unnamed Parse of a pooler command followed by a frame with
+/// an impossible length (3) was taken for a batch whose rest had not arrived: the client
+/// waited forever. The frame is refused with 08P01 and the connection closed, as PostgreSQL
+/// does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_length_after_an_extended_pooler_command_is_refused() {
+    let p = PoolerOpts::primary_only().pool_size(1).start();
+    let mut r = Raw::login(p.port, "app", "app").await;
+    let mut bytes = Fe::new().parse("", "SET lsnpool.consistency = 'strong'", &[]).take();
+    bytes.extend_from_slice(&[b'P', 0, 0, 0, 3]);
+    r.send(&bytes).await;
+    let msgs = within(10.0, "bad length after a pooler Parse", r.until_eof(Duration::from_secs(8))).await;
+    let codes: Vec<String> = msgs.iter().filter(|m| m.tag == b'E').filter_map(|m| m.code()).collect();
+    assert_eq!(codes.last().map(String::as_str), Some("08P01"), "{}", tags(&msgs));
+    still_serves(&p).await;
+}

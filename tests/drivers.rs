@@ -34,8 +34,14 @@ const CHECKS: &[&str] = &[
     "session_set_sticks",
     "session_set_isolated",
     "many_clients",
+    "commit_token",
     "cleanup",
 ];
+
+/// The drivers that run `commit_token` (issue 10: each reads lsnpool's ParameterStatus
+/// `lsnpool.commit_lsn` through its own API and presents it on a fresh connection). Through
+/// lsnpool they must pass it; the other programs do not report it.
+const TOKEN_DRIVERS: &[&str] = &["psycopg3", "psycopg3_pipeline", "psycopg3_prepare0", "asyncpg", "node_pg", "pgjdbc"];
 
 /// A driver program run longer than this is killed (its unreported checks become failures).
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -191,6 +197,7 @@ fn run_driver(d: &Driver, mode: &str, target: &Target) -> (BTreeMap<String, Outc
         .env("DRV_DB", target.db)
         .env("DRV_USER", "postgres")
         .env("DRV_PASSWORD", "postgres")
+        .env("DRV_MODE", mode)
         .current_dir(repo_root().join("tests/drivers"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("create .out"))
@@ -233,6 +240,14 @@ fn run_driver(d: &Driver, mode: &str, target: &Target) -> (BTreeMap<String, Outc
         None => format!("killed after {RUN_TIMEOUT:?}"),
         Some(s) => format!("exited with {s}"),
     };
+    if !TOKEN_DRIVERS.contains(&d.name) {
+        res.entry("commit_token".to_string()).or_insert_with(|| Outcome::Skip("not run by this driver's program".to_string()));
+    } else if mode != "direct" {
+        if let Some(Outcome::Skip(why)) = res.get("commit_token") {
+            let why = format!("skipped through lsnpool ({why})");
+            res.insert("commit_token".to_string(), Outcome::Fail(why));
+        }
+    }
     for c in CHECKS {
         res.entry(c.to_string()).or_insert_with(|| Outcome::Fail(format!("not reported (the program {how})")));
     }
@@ -334,6 +349,9 @@ fn expected_failures_table_is_well_formed() {
         assert!(["tx", "session", "auto"].contains(m), "unknown mode {m} (direct must pass entirely)");
         assert!(*c == "*" || CHECKS.contains(c), "unknown check {c}");
         assert!(!why.is_empty(), "{d} {m} {c}: give the reason");
+    }
+    for d in TOKEN_DRIVERS {
+        assert!(DRIVERS.iter().any(|x| x.name == *d), "unknown driver {d} in TOKEN_DRIVERS");
     }
     for (d, m, c, _) in EXPECTED_FAILURES {
         assert!(*c != "*", "{d} {m}: EXPECTED_FAILURES names each check");

@@ -16,6 +16,11 @@ public class PgJdbc {
     static final String SESSION_TIMEOUT = "1234ms";
     static final int MANY_CLIENTS = 40;
     static final String T = "drv_pgjdbc_" + ProcessHandle.current().pid() + "_" + new Random().nextInt(1_000_000);
+    // `direct` (the primary itself) or through lsnpool: `tx`, `session`, `auto`.
+    static final String MODE = env("DRV_MODE", "direct");
+    // commit_token: commits made, each read back through its token on a fresh connection
+    static final int TOKEN_ROUNDS = 5, TOKEN_ROW = 9000;
+    static final String COMMIT_LSN = "lsnpool.commit_lsn";
     static int failed = 0;
     static final ExecutorService POOL = Executors.newCachedThreadPool(r -> { Thread t = new Thread(r); t.setDaemon(true); return t; });
 
@@ -36,6 +41,13 @@ public class PgJdbc {
         return DriverManager.getConnection("jdbc:postgresql://" + HOST + ":" + PORT + "/" + DB, p);
     }
     static Connection connect() throws SQLException { return connect(PASSWORD); }
+
+    /** An LSN as PostgreSQL writes it ('16/B374D848'); Failed on anything else. */
+    static long parseLsn(String v) throws Failed {
+        if (v == null || !v.matches("[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")) throw new Failed(COMMIT_LSN + " = " + v + " is not an LSN");
+        String[] p = v.split("/");
+        return (Long.parseLong(p[0], 16) << 32) | Long.parseLong(p[1], 16);
+    }
 
     static Object one(Connection c, String sql) throws SQLException {
         try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery(sql)) { rs.next(); return rs.getObject(1); }
@@ -230,6 +242,38 @@ public class PgJdbc {
             try (Connection c = connect()) {
                 Object n = one(c, "WITH w AS (UPDATE " + T + " SET v = v WHERE false RETURNING 1) SELECT count(*) FROM " + T + " WHERE v = 'many'");
                 expect(((Number) n).intValue() == MANY_CLIENTS, "rows = " + n);
+            }
+        });
+        if (MODE.equals("direct")) {
+            System.out.println("skip commit_token: lsnpool's ParameterStatus: only through lsnpool");
+        } else run("commit_token", () -> {
+            // lsnpool reports each commit's LSN as ParameterStatus lsnpool.commit_lsn (asked for
+            // with SET, which pgjdbc sends through the extended protocol); pgjdbc keeps every
+            // ParameterStatus for PGConnection.getParameterStatus. The token, presented on a
+            // fresh connection reading under `eventual`, must make that read see the commit.
+            try (Connection w = connect(); Statement s = w.createStatement();
+                 PreparedStatement up = w.prepareStatement("UPDATE " + T + " SET v = ? WHERE id = " + TOKEN_ROW);
+                 PreparedStatement after = w.prepareStatement("SELECT ?::int + 1")) {
+                PGConnection pg = w.unwrap(PGConnection.class);
+                s.execute("SET lsnpool.report_commit_lsn = on");
+                s.execute("INSERT INTO " + T + " VALUES (" + TOKEN_ROW + ", '0')");
+                long prev = parseLsn(pg.getParameterStatus(COMMIT_LSN));
+                for (int i = 1; i <= TOKEN_ROUNDS; i++) {
+                    up.setString(1, String.valueOf(i));
+                    up.executeUpdate();
+                    String token = pg.getParameterStatus(COMMIT_LSN);
+                    long lsn = parseLsn(token);
+                    expect(Long.compareUnsigned(lsn, prev) > 0, "commit " + i + ": " + COMMIT_LSN + " " + token + " did not advance");
+                    prev = lsn;
+                    after.setInt(1, i);
+                    try (ResultSet rs = after.executeQuery()) { expect(rs.next() && rs.getInt(1) == i + 1, "query after the ParameterStatus"); }
+                    try (Connection r = connect(); Statement rs = r.createStatement()) {
+                        if (MODE.equals("auto")) rs.execute("SET lsnpool.consistency = 'eventual'");
+                        rs.execute("SET lsnpool.min_lsn = '" + token + "'");
+                        Object v = one(r, "SELECT v FROM " + T + " WHERE id = " + TOKEN_ROW);
+                        expect(String.valueOf(i).equals(v), "read with token " + token + " saw v = " + v + ", not " + i + " (stale)");
+                    }
+                }
             }
         });
         run("cleanup", () -> {

@@ -6,8 +6,9 @@ import time
 
 import asyncpg
 
-from battery import (DB, HOST, MANY_CLIENTS, PASSWORD, PORT, SESSION_TIMEOUT, USER, Battery,
-                     Failed, expect)
+from battery import (COMMIT_LSN, DB, HOST, MANY_CLIENTS, MODE, PASSWORD, PORT, SESSION_TIMEOUT,
+                     TOKEN_ROUNDS, TOKEN_ROW, USER, Battery, Failed, expect, parse_lsn,
+                     token_skip_reason)
 
 b = Battery("asyncpg")
 T = b.table
@@ -185,6 +186,33 @@ async def many_clients():
     expect(n == MANY_CLIENTS, f"rows = {n}")
 
 
+async def commit_token():
+    # Asked for in the startup packet (asyncpg sends server_settings as startup parameters);
+    # asyncpg keeps every ParameterStatus in conn.get_settings(), by name.
+    w = await connect(server_settings={"lsnpool.report_commit_lsn": "on"})
+    try:
+        await w.execute(f"INSERT INTO {T} VALUES ({TOKEN_ROW}, '0')")
+        prev = parse_lsn(getattr(w.get_settings(), COMMIT_LSN, None))
+        for i in range(1, TOKEN_ROUNDS + 1):
+            await w.execute(f"UPDATE {T} SET v = $1 WHERE id = {TOKEN_ROW}", str(i))
+            token = getattr(w.get_settings(), COMMIT_LSN, None)
+            lsn = parse_lsn(token)
+            expect(lsn > prev, f"commit {i}: {COMMIT_LSN} {token} did not advance")
+            prev = lsn
+            expect(await w.fetchval("SELECT $1::int + 1", i) == i + 1, "query after the ParameterStatus")
+            r = await connect()
+            try:
+                if MODE == "auto":
+                    await r.execute("SET lsnpool.consistency = 'eventual'")
+                await r.execute(f"SET lsnpool.min_lsn = '{token}'")
+                v = await r.fetchval(f"SELECT v FROM {T} WHERE id = {TOKEN_ROW}")
+                expect(v == str(i), f"read with token {token} saw v = {v}, not {i} (stale)")
+            finally:
+                await r.close()
+    finally:
+        await w.close()
+
+
 async def cleanup():
     c = await connect()
     await c.execute(f"DROP TABLE IF EXISTS {T}")
@@ -196,6 +224,9 @@ for name, fn, *t in [("login", login), ("setup", setup), ("simple_query", simple
                      ("copy_out", copy_out), ("cancel", cancel), ("notice", notice),
                      ("listen_notify", listen_notify), ("session_set_sticks", session_set_sticks),
                      ("session_set_isolated", session_set_isolated), ("many_clients", many_clients, 30),
-                     ("cleanup", cleanup)]:
+                     ("commit_token", commit_token), ("cleanup", cleanup)]:
+    if name == "commit_token" and token_skip_reason():
+        b.skip(name, token_skip_reason())
+        continue
     b.arun(loop, name, fn, *t)
 b.finish()

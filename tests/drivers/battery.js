@@ -19,6 +19,12 @@ const cfg = {
 const SESSION_TIMEOUT = '1234ms';
 const MANY_CLIENTS = 40;
 const CHECK_TIMEOUT = Number(process.env.DRV_CHECK_TIMEOUT || 10) * 1000;
+// `direct` (the primary itself) or through lsnpool: `tx`, `session`, `auto`.
+const MODE = process.env.DRV_MODE || 'direct';
+// commit_token: commits made, each read back through its token on a fresh connection
+const TOKEN_ROUNDS = 5;
+const TOKEN_ROW = 9000;
+const COMMIT_LSN = 'lsnpool.commit_lsn';
 
 class Failed extends Error {}
 function expect(cond, what) { if (!cond) throw new Failed(what); }
@@ -57,9 +63,24 @@ class Battery {
   }
 }
 
+// An LSN as PostgreSQL writes it ('16/B374D848') as a BigInt; Failed on anything else.
+function parseLsn(value) {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(value || '');
+  if (!m) throw new Failed(`${COMMIT_LSN} = ${JSON.stringify(value)} is not an LSN`);
+  return (BigInt('0x' + m[1]) << 32n) | BigInt('0x' + m[2]);
+}
+
+// Why the commit_token check does not apply, or null.
+function tokenSkipReason() {
+  return MODE === 'direct' ? "lsnpool's ParameterStatus: only through lsnpool" : null;
+}
+
 // A promise that rejects after ms (for awaiting events).
 function deadline(ms, what) {
   return new Promise((_, rej) => setTimeout(() => rej(new Failed(what)), ms).unref());
 }
 
-module.exports = { req, cfg, SESSION_TIMEOUT, MANY_CLIENTS, Failed, expect, sleep, Battery, deadline };
+module.exports = {
+  req, cfg, SESSION_TIMEOUT, MANY_CLIENTS, Failed, expect, sleep, Battery, deadline,
+  MODE, TOKEN_ROUNDS, TOKEN_ROW, COMMIT_LSN, parseLsn, tokenSkipReason,
+};

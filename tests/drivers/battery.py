@@ -18,6 +18,9 @@ DB = os.environ.get("DRV_DB", "appdb")
 USER = os.environ.get("DRV_USER", "postgres")
 PASSWORD = os.environ.get("DRV_PASSWORD", "postgres")
 URL = f"postgresql://{USER}:{PASSWORD}@{HOST}:{PORT}/{DB}"
+# How the harness reaches the server: `direct` (the primary itself), or through lsnpool: `tx`,
+# `session`, `auto`. Checks of lsnpool's own features are skipped directly.
+MODE = os.environ.get("DRV_MODE", "direct")
 
 # The value a session-level SET gives in one connection; no other connection may see it.
 SESSION_TIMEOUT = "1234ms"
@@ -32,6 +35,30 @@ def table_name(driver):
 
 class Failed(Exception):
     pass
+
+
+# commit_token: commits made, each read back through its token on a fresh connection
+TOKEN_ROUNDS = 5
+TOKEN_ROW = 9000
+COMMIT_LSN = "lsnpool.commit_lsn"
+
+
+def parse_lsn(value):
+    """An LSN as PostgreSQL writes it ('16/B374D848') as an int; Failed on anything else."""
+    try:
+        hi, lo = value.split("/")
+        if not (0 < len(hi) <= 8 and 0 < len(lo) <= 8):
+            raise ValueError
+        return (int(hi, 16) << 32) | int(lo, 16)
+    except (AttributeError, ValueError):
+        raise Failed(f"{COMMIT_LSN} = {value!r} is not an LSN") from None
+
+
+def token_skip_reason():
+    """Why the commit_token check does not apply, or None."""
+    if MODE == "direct":
+        return "lsnpool's ParameterStatus: only through lsnpool"
+    return None
 
 
 def expect(cond, what):

@@ -1,6 +1,9 @@
 // Driver battery: node-postgres (`pg`), with pg-copy-streams for COPY.
 'use strict';
-const { req, cfg, SESSION_TIMEOUT, MANY_CLIENTS, Failed, expect, sleep, Battery, deadline } = require('./battery');
+const {
+  req, cfg, SESSION_TIMEOUT, MANY_CLIENTS, Failed, expect, sleep, Battery, deadline,
+  MODE, TOKEN_ROUNDS, TOKEN_ROW, COMMIT_LSN, parseLsn, tokenSkipReason,
+} = require('./battery');
 const pg = req('pg');
 const { from: copyFrom, to: copyTo } = req('pg-copy-streams');
 const { pipeline } = require('stream/promises');
@@ -186,6 +189,39 @@ async function manyClients() {
   expect(n === MANY_CLIENTS, `rows = ${n}`);
 }
 
+// lsnpool reports each commit's LSN as ParameterStatus lsnpool.commit_lsn (asked for through
+// the startup `options`); node-postgres emits every ParameterStatus as the connection's
+// 'parameterStatus' event. The token, presented on a fresh connection reading under
+// `eventual`, must make that read see the commit.
+async function commitToken() {
+  const w = await connect({ options: '-c lsnpool.report_commit_lsn=on' });
+  const params = {};
+  w.connection.on('parameterStatus', (m) => { params[m.parameterName] = m.parameterValue; });
+  try {
+    await w.query(`INSERT INTO ${T} VALUES (${TOKEN_ROW}, '0')`);
+    let prev = parseLsn(params[COMMIT_LSN]);
+    for (let i = 1; i <= TOKEN_ROUNDS; i++) {
+      await w.query(`UPDATE ${T} SET v = $1 WHERE id = ${TOKEN_ROW}`, [String(i)]);
+      const token = params[COMMIT_LSN];
+      const lsn = parseLsn(token);
+      expect(lsn > prev, `commit ${i}: ${COMMIT_LSN} ${token} did not advance`);
+      prev = lsn;
+      expect((await w.query('SELECT $1::int + 1 AS n', [i])).rows[0].n === i + 1, 'query after the ParameterStatus');
+      const r = await connect();
+      try {
+        if (MODE === 'auto') await r.query("SET lsnpool.consistency = 'eventual'");
+        await r.query(`SET lsnpool.min_lsn = '${token}'`);
+        const v = (await r.query(`SELECT v FROM ${T} WHERE id = ${TOKEN_ROW}`)).rows[0].v;
+        expect(v === String(i), `read with token ${token} saw v = ${v}, not ${i} (stale)`);
+      } finally {
+        await r.end();
+      }
+    }
+  } finally {
+    await w.end();
+  }
+}
+
 async function cleanup() {
   const c = await connect();
   await c.query(`DROP TABLE IF EXISTS ${T}`);
@@ -207,6 +243,8 @@ async function cleanup() {
   await b.run('session_set_sticks', sessionSetSticks);
   await b.run('session_set_isolated', sessionSetIsolated);
   await b.run('many_clients', manyClients, 30000);
+  if (tokenSkipReason()) b.skip('commit_token', tokenSkipReason());
+  else await b.run('commit_token', commitToken);
   await b.run('cleanup', cleanup);
   b.finish();
 })();

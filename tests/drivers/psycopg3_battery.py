@@ -8,8 +8,9 @@ import time
 import psycopg
 from psycopg import errors, sql
 
-from battery import (DB, HOST, MANY_CLIENTS, PASSWORD, PORT, SESSION_TIMEOUT, USER, Battery,
-                     Failed, expect, run_threads)
+from battery import (COMMIT_LSN, DB, HOST, MANY_CLIENTS, MODE, PASSWORD, PORT, SESSION_TIMEOUT,
+                     TOKEN_ROUNDS, TOKEN_ROW, USER, Battery, Failed, expect, parse_lsn, run_threads,
+                     token_skip_reason)
 
 VARIANT = sys.argv[1] if len(sys.argv) > 1 else "default"
 b = Battery(f"psycopg3_{VARIANT}")
@@ -201,6 +202,33 @@ def many_clients():
         expect(n == MANY_CLIENTS, f"rows = {n}")
 
 
+def commit_token():
+    # lsnpool reports each commit's LSN as ParameterStatus lsnpool.commit_lsn (asked for with
+    # SET here); psycopg keeps it in conn.info.parameter_status. The token, presented on a
+    # fresh connection reading under `eventual`, must make that read see the commit.
+    # prepare=False: prepare0 would send the SETs as named statements, a shape lsnpool refuses
+    # (0A000) rather than let a server take them as placeholders
+    with connect() as w:
+        w.execute("SET lsnpool.report_commit_lsn = on", prepare=False)
+        w.execute(f"INSERT INTO {T} VALUES ({TOKEN_ROW}, '0')")
+        prev = parse_lsn(w.info.parameter_status(COMMIT_LSN))
+        for i in range(1, TOKEN_ROUNDS + 1):
+            with pipe(w):
+                w.execute(f"UPDATE {T} SET v = %s WHERE id = {TOKEN_ROW}", (str(i),))
+            token = w.info.parameter_status(COMMIT_LSN)
+            lsn = parse_lsn(token)
+            expect(lsn > prev, f"commit {i}: {COMMIT_LSN} {token} did not advance")
+            prev = lsn
+            # not disturbed: the connection goes on as usual
+            expect(w.execute("SELECT %s::int + 1", (i,)).fetchone() == (i + 1,), "query after the ParameterStatus")
+            with connect() as r:
+                if MODE == "auto":
+                    r.execute("SET lsnpool.consistency = 'eventual'", prepare=False)
+                r.execute(f"SET lsnpool.min_lsn = '{token}'", prepare=False)
+                v = r.execute(f"SELECT v FROM {T} WHERE id = {TOKEN_ROW}").fetchone()[0]
+                expect(v == str(i), f"read with token {token} saw v = {v}, not {i} (stale)")
+
+
 def cleanup():
     with connect() as c:
         c.execute(f"DROP TABLE IF EXISTS {T}")
@@ -220,5 +248,9 @@ b.run("listen_notify", listen_notify)
 b.run("session_set_sticks", session_set_sticks)
 b.run("session_set_isolated", session_set_isolated)
 b.run("many_clients", many_clients, timeout=30)
+if token_skip_reason():
+    b.skip("commit_token", token_skip_reason())
+else:
+    b.run("commit_token", commit_token)
 b.run("cleanup", cleanup)
 b.finish()

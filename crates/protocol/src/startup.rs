@@ -82,6 +82,11 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
         let mut pos = 0;
         let key = read_cstr(body, &mut pos).ok_or(StartupError::Malformed("missing terminator"))?;
         if key.is_empty() {
+            // PostgreSQL refuses bytes after the terminator ("expected terminator as last
+            // byte"); accepting them would let a client smuggle bytes past the parser.
+            if pos != body.len() {
+                return Err(StartupError::Malformed("expected terminator as last byte"));
+            }
             return Ok(params);
         }
         let value = read_cstr(body, &mut pos).ok_or(StartupError::Malformed("parameter without value"))?;
@@ -123,5 +128,14 @@ mod tests {
         assert!(packet_len(&[0, 0, 0, 2]).is_err());
         assert!(matches!(parse(&[0, 0, 0, 8, 0, 2, 0, 0]), Err(StartupError::UnsupportedProtocol { major: 2, .. })));
         assert!(parse(&[0, 0, 0, 12, 0, 3, 0, 0, b'u', 0, b'x', b'y']).is_err());
+    }
+
+    /// Found by fuzz_startup_refuses_junk_parameters: bytes after the terminating NUL were
+    /// ignored; PostgreSQL refuses the packet.
+    #[test]
+    fn refuses_bytes_after_the_terminator() {
+        assert_eq!(parse(&[0, 0, 0, 10, 0, 3, 0, 0, 0, 0]), Err(StartupError::Malformed("expected terminator as last byte")));
+        assert!(parse(&[0, 0, 0, 14, 0, 3, 0, 0, b'u', 0, b'a', 0, 0, b'x']).is_err());
+        assert!(matches!(parse(&[0, 0, 0, 13, 0, 3, 0, 0, b'u', 0, b'a', 0, 0]), Ok(StartupPacket::Startup(_))));
     }
 }

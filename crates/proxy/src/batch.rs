@@ -176,12 +176,18 @@ pub enum Extended {
 /// Parse of the pooler command `cmd`.
 pub fn extended_command(buf: &[u8], max_message_size: usize, cmd: PoolerCommand) -> Extended {
     let show = cmd.shows().is_some();
-    let mut frames = Frames::new(buf, max_message_size).map_while(Result::ok);
+    let mut frames = Frames::new(buf, max_message_size);
     let mut len = 0;
     let mut describe = None;
     let mut step = 0; // 0 Parse, 1 Bind, 2 Describe or Execute, 3 Sync
     loop {
-        let Some((h, frame)) = frames.next() else { return Extended::Incomplete };
+        let (h, frame) = match frames.next() {
+            Some(Ok(f)) => f,
+            // A length no frame can have: waiting for "the rest" would wait forever (found by
+            // tests/fuzz_wire.rs); refused, the session then meets the bad frame and closes.
+            Some(Err(_)) => return Extended::Other,
+            None => return Extended::Incomplete,
+        };
         len += h.frame_len;
         let ok = match (step, h.tag) {
             // No parameter types: the body is the query, its NUL and a zero count.
@@ -246,6 +252,18 @@ mod tests {
         assert_eq!(info.parse_only, None, "an unnamed Parse needs a server");
     }
 
+    /// Found by tests/fuzz_wire.rs: a frame with an impossible length after the Parse read as
+    /// "the rest has not arrived yet", and the session waited for it forever.
+    #[test]
+    fn a_bad_frame_after_an_extended_command_is_not_incomplete() {
+        let mut buf = BytesMut::new();
+        parse(&mut buf, "", "SET lsnpool.consistency = 'strong'");
+        let cmd = analyze(&buf, 1 << 20, &ClientStatements::default()).parsed_pooler.expect("a pooler command");
+        assert_eq!(extended_command(&buf, 1 << 20, cmd), Extended::Incomplete);
+        buf.extend_from_slice(&[b'P', 0, 0, 0, 3]);
+        assert_eq!(extended_command(&buf, 1 << 20, cmd), Extended::Other);
+    }
+
     #[test]
     fn named_parses_and_sync_need_no_server() {
         let mut buf = BytesMut::new();
@@ -261,3 +279,6 @@ mod tests {
         assert_eq!(analyze(&lone_sync, 1 << 20, &ClientStatements::default()).parse_only, None);
     }
 }
+
+#[cfg(test)]
+mod fuzz;

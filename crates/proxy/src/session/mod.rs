@@ -611,6 +611,11 @@ impl Session {
         let mut consumed = 0;
         let mut synced = false;
         for (h, _) in Frames::new(&self.client.rbuf, self.client.max_message_size).map_while(Result::ok) {
+            // PostgreSQL checks each message's type even while it skips to Sync: a refused one
+            // is left for `serve` to answer with 08P01 and a close, as it would be unskipped.
+            if !frontend::is_accepted_after_login(h.tag) {
+                break;
+            }
             consumed += h.frame_len;
             if h.tag == frontend::SYNC {
                 synced = true;
