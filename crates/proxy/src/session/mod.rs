@@ -575,7 +575,10 @@ impl Session {
     }
     async fn flush_client(&mut self) -> io::Result<()> {
         while !self.client.wbuf.is_empty() {
-            self.client.stream.writable().await?;
+            // Polled, not awaited: the writability future would be the largest state of an
+            // idle client's task (see read_idle).
+            let stream = &self.client.stream;
+            std::future::poll_fn(|cx| stream.poll_write_ready(cx)).await?;
             flush_now(&mut self.client.stream, &mut self.client.wbuf)?;
         }
         if self.client.rbuf.is_empty() {
