@@ -80,15 +80,32 @@ impl Lease {
     pub async fn checkout(pool: &NodePool, unpaused: impl Future<Output = ()>, who: &Borrower<'_>, paused: bool) -> Result<Lease, Refusal> {
         // An idle connection, taken at once: no wait to show, no timer, no cancel to watch.
         // This is the common case, and every transaction pays for what it does.
-        if !paused && pool.status().available > 0 {
-            let mut now = pool.manager().timeouts();
-            now.wait = Some(Duration::ZERO);
-            if let Ok(server) = pool.timeout_get(&now).await {
+        if !paused {
+            if let Some(server) = Self::idle_now(pool) {
                 record_wait(who.db, Duration::ZERO);
                 return Ok(Lease::lent(server, who));
             }
         }
         Box::pin(Self::wait_for(pool, unpaused, who)).await
+    }
+
+    /// An idle connection if the pool has one, taken without waiting. deadpool has no
+    /// synchronous get; with an idle connection and no wait allowed its `timeout_get`
+    /// completes in its first poll, so it is polled once here, on this stack frame: awaited,
+    /// its ~1.7 KB future would be part of every transaction's future and copied with it.
+    /// Anything else (the idle one proved dead and a new one must be opened) is left to the
+    /// slow path.
+    fn idle_now(pool: &NodePool) -> Option<Pooled> {
+        if pool.status().available == 0 {
+            return None;
+        }
+        let mut now = pool.manager().timeouts();
+        now.wait = Some(Duration::ZERO);
+        let get = std::pin::pin!(pool.timeout_get(&now));
+        match get.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(Ok(server)) => Some(server),
+            _ => None,
+        }
     }
 
     /// The slow way: queued behind other clients, a PAUSE, or a connection being opened.
@@ -145,8 +162,16 @@ impl Lease {
 
     /// Brings the server's session parameters in line with the client's. On failure the lease
     /// is given back or closed, as the server's state allows.
-    pub async fn sync_params(mut self, params: &ParamSync, timeout: Duration) -> Result<Lease, Refusal> {
-        let Some(plan) = self.params.plan_towards(params) else { return Ok(self) };
+    pub async fn sync_params(self, params: &ParamSync, timeout: Duration) -> Result<Lease, Refusal> {
+        match self.params.plan_towards(params) {
+            None => Ok(self),
+            // Boxed: most checkouts find the parameters equal, and the query's state would
+            // otherwise be part of every transaction's future.
+            Some(plan) => Box::pin(self.apply_params(plan, params, timeout)).await,
+        }
+    }
+
+    async fn apply_params(mut self, plan: lsnpool_pool::ParamSyncPlan, params: &ParamSync, timeout: Duration) -> Result<Lease, Refusal> {
         match self.simple_query(&plan.sql, timeout).await {
             Ok(reply) => match reply.error {
                 None if reply.status == TxStatus::Idle => {
@@ -294,13 +319,13 @@ impl Deref for Lease {
     type Target = ServerConn;
     fn deref(&self) -> &ServerConn {
         // Invariant: `server` is `Some` until the lease is consumed.
-        self.server.as_deref().unwrap_or_else(|| unreachable!("lease used after it was given back"))
+        self.server.as_deref().map(|conn| &**conn).unwrap_or_else(|| unreachable!("lease used after it was given back"))
     }
 }
 
 impl DerefMut for Lease {
     fn deref_mut(&mut self) -> &mut ServerConn {
-        self.server.as_deref_mut().unwrap_or_else(|| unreachable!("lease used after it was given back"))
+        self.server.as_deref_mut().map(|conn| &mut **conn).unwrap_or_else(|| unreachable!("lease used after it was given back"))
     }
 }
 
