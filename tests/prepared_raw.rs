@@ -632,7 +632,14 @@ async fn transcript(port: u16, bytes: &[u8]) -> Vec<String> {
 /// connection back clean. The pipelines end with a probe Query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_behind_a_failed_unsynced_batch_are_skipped_like_postgres() {
-    let p = PoolerOpts::primary_only().pool_size(1).start();
+    // Transaction mode on the primary, with reads routed to replicas (the 25006 guard is up),
+    // and session mode (statements passed through).
+    for opts in [PoolerOpts::primary_only(), PoolerOpts::new(), PoolerOpts::primary_only().mode("session")] {
+        skipped_like_postgres(opts.pool_size(1).start()).await;
+    }
+}
+
+async fn skipped_like_postgres(p: Pooler) {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("Bind fails, Query, Sync", Fe::new().bind("", "no_such", &[]).query("SELECT 1").sync().take()),
         (
