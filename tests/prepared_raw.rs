@@ -597,9 +597,15 @@ async fn statements_on_a_recreated_type_are_prepared_afresh() {
 /// What a client reads, in a form to compare between PostgreSQL and lsnpool: each message's
 /// tag, with the SQLSTATE of an error, the status of a ReadyForQuery and the values of a row.
 /// ParameterStatus and notices are left out.
-async fn transcript(port: u16, bytes: &[u8]) -> Vec<String> {
+/// The chunks are sent 200 ms apart, so the server's error can come before the rest is sent.
+async fn transcript(port: u16, chunks: &[Vec<u8>]) -> Vec<String> {
     let mut r = Raw::login(port, "app", "app").await;
-    r.send(bytes).await;
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        r.send(chunk).await;
+    }
     let mut out = Vec::new();
     let mut probe_row = false;
     loop {
@@ -677,10 +683,16 @@ async fn skipped_like_postgres(p: Pooler) {
         ),
         ("no error", Fe::new().parse("", "SELECT 12", &[]).bind("", "", &[]).execute("", 0).query("SELECT 13").sync().take()),
     ];
-    for (what, mut bytes) in cases {
-        bytes.extend_from_slice(&Fe::new().query("SELECT 'alive'").take());
-        let direct = transcript(PRIMARY_PORT, &bytes).await;
-        let pooled = transcript(p.port, &bytes).await;
+    let mut cases: Vec<(&str, Vec<Vec<u8>>)> = cases.into_iter().map(|(what, bytes)| (what, vec![bytes])).collect();
+    // The error reaches lsnpool before the Queries behind it are sent.
+    cases.push(("error, then a Query, then the Sync", vec![Fe::new().bind("", "no_such", &[]).flush().take(), Fe::new().query("SELECT 14").take(), Fe::new().sync().take()]));
+    cases.push(("Query behind the error, then another, then the Sync", vec![Fe::new().bind("", "no_such", &[]).query("SELECT 15").take(), Fe::new().query("SELECT 16").sync().take()]));
+    for (what, mut chunks) in cases {
+        if let Some(last) = chunks.last_mut() {
+            last.extend_from_slice(&Fe::new().query("SELECT 'alive'").take());
+        }
+        let direct = transcript(PRIMARY_PORT, &chunks).await;
+        let pooled = transcript(p.port, &chunks).await;
         assert_eq!(pooled, direct, "{what}: lsnpool (left) vs PostgreSQL (right)\n{}", p.log_tail(20));
         // The one server connection went back clean.
         let c = p.app().await;

@@ -47,6 +47,11 @@ impl Relay<'_, '_, '_> {
             let (h, frame) = item.map_err(|e| Violation(e.to_string()))?;
             let start = pos;
             pos += h.frame_len;
+            if self.out.skipping && matches!(h.tag, frontend::QUERY | frontend::FUNCTION_CALL) {
+                // The server discards it (`skip_to_sync`): forwarded, owed no answer, and what
+                // it says does not happen.
+                continue;
+            }
             if matches!(h.tag, frontend::QUERY | frontend::FUNCTION_CALL) && self.out.unsynced && !self.copy.ignores_sync() {
                 // Behind unsynced extended messages (`mark_end_of_extended`); the frame itself
                 // starts the next run.

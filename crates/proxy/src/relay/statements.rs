@@ -70,6 +70,9 @@ pub(super) struct Outstanding {
     /// message up to the next Sync, these Queries too: they get no ReadyForQuery. Empty on the
     /// common path.
     skippable: VecDeque<u64>,
+    /// The server is skipping to a Sync not sent yet (an extended-protocol error came before
+    /// it): a Query or FunctionCall sent now is discarded by the server, never answered.
+    pub(super) skipping: bool,
     parses: VecDeque<(u64, ParseAnswer)>,
     closes: VecDeque<(u64, CloseAnswer)>,
 }
@@ -292,6 +295,7 @@ impl Relay<'_, '_, '_> {
     pub(super) fn segment_sent(&mut self, simple: bool) {
         if !simple {
             self.out.unsynced = false;
+            self.out.skipping = false;
         }
         self.out.ready += 1;
         self.out.sent += 1;
@@ -347,22 +351,26 @@ impl Relay<'_, '_, '_> {
     /// nothing; the next ReadyForQuery is the client's Sync's (no capture rides in such a
     /// window: `capture_after`). Call before `drop_unanswered`, which then drops what those
     /// segments and the Sync's queued.
+    /// If every segment sent is answered, the error came from extended messages whose Sync
+    /// is not sent yet: the Queries the client sends before it are skipped too (`skipping`).
     pub(super) fn skip_to_sync(&mut self) {
         let seg = self.out.answered;
-        if self.out.skippable.front() != Some(&seg) {
-            return; // the common path: no Query behind unsynced extended messages
+        if self.out.skippable.front() == Some(&seg) {
+            let marker_pending = self.out.closes.iter().any(|(s, a)| *s == seg && matches!(a, CloseAnswer::EndOfExtended));
+            if !marker_pending {
+                return; // the Query's own error: its ReadyForQuery comes, nothing is skipped
+            }
+            let mut skipped = 0;
+            while self.out.skippable.front() == Some(&(seg + skipped)) {
+                self.out.skippable.pop_front();
+                skipped += 1;
+            }
+            self.out.answered += skipped;
+            self.out.ready = self.out.ready.saturating_sub(skipped as usize);
         }
-        let marker_pending = self.out.closes.iter().any(|(s, a)| *s == seg && matches!(a, CloseAnswer::EndOfExtended));
-        if !marker_pending {
-            return; // the Query's own error: its ReadyForQuery comes
+        if self.out.answered == self.out.sent {
+            self.out.skipping = true;
         }
-        let mut skipped = 0;
-        while self.out.skippable.front() == Some(&(seg + skipped)) {
-            self.out.skippable.pop_front();
-            skipped += 1;
-        }
-        self.out.answered += skipped;
-        self.out.ready = self.out.ready.saturating_sub(skipped as usize);
     }
 
     /// Drops queue entries of segments before `segment_end`, undoing what their Parses
