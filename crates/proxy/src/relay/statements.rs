@@ -351,6 +351,7 @@ impl Relay<'_, '_, '_> {
     /// nothing; the next ReadyForQuery is the client's Sync's (no capture rides in such a
     /// window: `capture_after`). Call before `drop_unanswered`, which then drops what those
     /// segments and the Sync's queued.
+    ///
     /// If every segment sent is answered, the error came from extended messages whose Sync
     /// is not sent yet: the Queries the client sends before it are skipped too (`skipping`).
     pub(super) fn skip_to_sync(&mut self) {
@@ -368,7 +369,9 @@ impl Relay<'_, '_, '_> {
             self.out.answered += skipped;
             self.out.ready = self.out.ready.saturating_sub(skipped as usize);
         }
-        if self.out.answered == self.out.sent {
+        // Only with extended messages unsynced (not, say, a FATAL while nothing is in flight):
+        // the relay then is not idle until the Sync, so it cannot end the transaction early.
+        if self.out.answered == self.out.sent && self.out.unsynced {
             self.out.skipping = true;
         }
     }
