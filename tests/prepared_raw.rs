@@ -593,3 +593,110 @@ async fn statements_on_a_recreated_type_are_prepared_afresh() {
     assert_eq!(rows0(&r), vec!["baz"], "another client after DROP/CREATE: {r:?}");
     d.simple(&format!("DROP TYPE {ty}")).await;
 }
+
+/// What a client reads, in a form to compare between PostgreSQL and lsnpool: each message's
+/// tag, with the SQLSTATE of an error, the status of a ReadyForQuery and the values of a row.
+/// ParameterStatus and notices are left out.
+/// The chunks are sent 200 ms apart, so the server's error can come before the rest is sent.
+async fn transcript(port: u16, chunks: &[Vec<u8>]) -> Vec<String> {
+    let mut r = Raw::login(port, "app", "app").await;
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        r.send(chunk).await;
+    }
+    let mut out = Vec::new();
+    let mut probe_row = false;
+    loop {
+        let m = match r.read(Duration::from_secs(10)).await {
+            raw::Read::Msg(m) => m,
+            raw::Read::Eof => panic!("port {port}: closed; got {out:?}"),
+            raw::Read::Timeout => panic!("port {port}: no answer within 10s (hang?); got {out:?}"),
+        };
+        match m.tag {
+            b'S' | b'N' => continue,
+            b'E' => out.push(format!("E{}", m.code().unwrap_or_default())),
+            b'Z' => out.push(format!("Z{}", String::from_utf8_lossy(&m.body))),
+            b'D' => {
+                let cols: Vec<String> = m.columns().iter().map(|c| c.as_deref().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()).collect();
+                probe_row |= cols.first().is_some_and(|c| c == "alive");
+                out.push(format!("D{}", cols.join(",")));
+            }
+            t => out.push((t as char).to_string()),
+        }
+        if m.tag == b'Z' && probe_row {
+            return out;
+        }
+    }
+}
+
+/// PostgreSQL, after an error in an extended-protocol message, skips every message up to the
+/// next Sync, simple Queries and FunctionCalls too (they get no ReadyForQuery); a Query's own
+/// error skips nothing. lsnpool must answer exactly as PostgreSQL does for such batches, with
+/// and without its LSN capture and renamed statements in the window, and give the server
+/// connection back clean. The pipelines end with a probe Query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_behind_a_failed_unsynced_batch_are_skipped_like_postgres() {
+    // Transaction mode on the primary, with reads routed to replicas (the 25006 guard is up),
+    // and session mode (statements passed through).
+    for opts in [PoolerOpts::primary_only(), PoolerOpts::new(), PoolerOpts::primary_only().mode("session")] {
+        skipped_like_postgres(opts.pool_size(1).start()).await;
+    }
+}
+
+async fn skipped_like_postgres(p: Pooler) {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("Bind fails, Query, Sync", Fe::new().bind("", "no_such", &[]).query("SELECT 1").sync().take()),
+        (
+            "Execute fails, two Queries, Sync",
+            Fe::new().parse("", "SELECT 1/0", &[]).bind("", "", &[]).execute("", 0).query("SELECT 2").query("SELECT 3").sync().take(),
+        ),
+        (
+            "the Query fails itself: nothing skipped",
+            Fe::new().parse("", "SELECT 1", &[]).bind("", "", &[]).execute("", 0).query("SELECT 1/0").query("SELECT 4").sync().take(),
+        ),
+        ("a Query with a function (its LSN capture waits for the Sync)", Fe::new().bind("", "no_such", &[]).query("SELECT now() IS NOT NULL").sync().take()),
+        ("Flush between", Fe::new().bind("", "no_such", &[]).flush().query("SELECT 5").sync().take()),
+        (
+            "extended messages after a good Query, then a failing one",
+            Fe::new().parse("", "SELECT 6", &[]).bind("", "", &[]).execute("", 0).query("SELECT 7").bind("", "no_such", &[]).query("SELECT 8").sync().take(),
+        ),
+        (
+            "named statements around the error",
+            Fe::new()
+                .parse("s1", "SELECT $1::int", &[])
+                .bind("", "s1", &[Some(b"x")])
+                .parse("s2", "SELECT 2", &[])
+                .query("SELECT 9")
+                .sync()
+                .bind("", "s1", &[Some(b"10")])
+                .execute("", 0)
+                .sync()
+                .describe_statement("s2")
+                .sync()
+                .take(),
+        ),
+        (
+            "in a transaction block",
+            Fe::new().query("BEGIN").bind("", "no_such", &[]).query("SELECT 11").sync().query("ROLLBACK").take(),
+        ),
+        ("no error", Fe::new().parse("", "SELECT 12", &[]).bind("", "", &[]).execute("", 0).query("SELECT 13").sync().take()),
+    ];
+    let mut cases: Vec<(&str, Vec<Vec<u8>>)> = cases.into_iter().map(|(what, bytes)| (what, vec![bytes])).collect();
+    // The error reaches lsnpool before the Queries behind it are sent.
+    cases.push(("error, then a Query, then the Sync", vec![Fe::new().bind("", "no_such", &[]).flush().take(), Fe::new().query("SELECT 14").take(), Fe::new().sync().take()]));
+    cases.push(("Query behind the error, then another, then the Sync", vec![Fe::new().bind("", "no_such", &[]).query("SELECT 15").take(), Fe::new().query("SELECT 16").sync().take()]));
+    for (what, mut chunks) in cases {
+        if let Some(last) = chunks.last_mut() {
+            last.extend_from_slice(&Fe::new().query("SELECT 'alive'").take());
+        }
+        let direct = transcript(PRIMARY_PORT, &chunks).await;
+        let pooled = transcript(p.port, &chunks).await;
+        assert_eq!(pooled, direct, "{what}: lsnpool (left) vs PostgreSQL (right)\n{}", p.log_tail(20));
+        // The one server connection went back clean.
+        let c = p.app().await;
+        let got = c.simple_one("SELECT 'clean'").await;
+        assert_eq!(got.map_err(|e| db_message(&e)), Ok(Some("clean".to_string())), "after {what}");
+    }
+}

@@ -47,6 +47,18 @@ impl Relay<'_, '_, '_> {
             let (h, frame) = item.map_err(|e| Violation(e.to_string()))?;
             let start = pos;
             pos += h.frame_len;
+            if self.out.skipping && matches!(h.tag, frontend::QUERY | frontend::FUNCTION_CALL) {
+                // The server discards it (`skip_to_sync`): forwarded, owed no answer, and what
+                // it says does not happen.
+                continue;
+            }
+            if matches!(h.tag, frontend::QUERY | frontend::FUNCTION_CALL) && self.out.unsynced && !self.copy.ignores_sync() {
+                // Behind unsynced extended messages (`mark_end_of_extended`); the frame itself
+                // starts the next run.
+                self.to_server.extend_from_slice(&buf[run_start..start]);
+                self.mark_end_of_extended();
+                run_start = start;
+            }
             let preceding = &buf[run_start..start];
             let through = &buf[run_start..pos];
             // Whether the run up to here was written, with this frame replaced or followed.
@@ -141,9 +153,12 @@ impl Relay<'_, '_, '_> {
     }
 
     /// Appends the LSN capture behind a transaction-ending message if one is due; `through`
-    /// is the run up to and including that message, written first.
+    /// is the run up to and including that message, written first. Not behind a Query sent
+    /// while extended messages are unsynced: the capture's own Sync would end the server's
+    /// skip after an error in those messages, and the client's Queries after it would run where
+    /// PostgreSQL skips them. The client's Sync captures instead.
     fn capture_after(&mut self, through: &[u8]) -> bool {
-        if !self.capture_due() {
+        if !self.capture_due() || self.out.unsynced {
             return false;
         }
         self.to_server.extend_from_slice(through);

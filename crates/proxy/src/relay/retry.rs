@@ -64,6 +64,7 @@ impl Relay<'_, '_, '_> {
         if let Some(g) = &self.guard {
             self.client.wbuf.truncate(g.mark);
         }
+        self.skip_to_sync();
         self.drop_unanswered(self.out.answered + 1);
         if self.out.unsynced {
             // The server skips to the next Sync after an error; give it one to end on.

@@ -131,8 +131,9 @@ impl Relay<'_, '_, '_> {
         Ok(pos)
     }
 
-    /// After an error the server skips everything up to Sync: what was queued for those
-    /// messages will never be answered.
+    /// After an error in extended-protocol mode the server skips every message up to the
+    /// next Sync, simple Queries included: what was queued for those messages will never be
+    /// answered.
     fn server_error(&mut self, frame: &[u8]) {
         let f = backend::parse_error_fields(frame);
         if self.stats.first_error.is_none() {
@@ -148,6 +149,7 @@ impl Relay<'_, '_, '_> {
         if self.ddl_seen || stale {
             lsnpool_pool::schema_changed();
         }
+        self.skip_to_sync();
         self.drop_unanswered(self.out.answered + 1);
     }
 

@@ -43,6 +43,10 @@ enum CloseAnswer {
     /// Stands in for a client's SQL `DEALLOCATE name` of its own statement: becomes the
     /// CommandComplete `DEALLOCATE`.
     AsDeallocate,
+    /// The pooler's Close in front of a simple Query or FunctionCall sent behind unsynced
+    /// extended messages (`Relay::mark_end_of_extended`): swallowed. While it is unanswered,
+    /// an error comes from those extended messages, not from the Query.
+    EndOfExtended,
 }
 
 struct Undo {
@@ -61,6 +65,14 @@ pub(super) struct Outstanding {
     /// `sent == k` is answered before the (k+1)th ReadyForQuery.
     pub(super) sent: u64,
     pub(super) answered: u64,
+    /// Segments ending in a simple Query or FunctionCall sent while extended messages were
+    /// unsynced, in order. If one of those extended messages fails, PostgreSQL skips every
+    /// message up to the next Sync, these Queries too: they get no ReadyForQuery. Empty on the
+    /// common path.
+    skippable: VecDeque<u64>,
+    /// The server is skipping to a Sync not sent yet (an extended-protocol error came before
+    /// it): a Query or FunctionCall sent now is discarded by the server, never answered.
+    pub(super) skipping: bool,
     parses: VecDeque<(u64, ParseAnswer)>,
     closes: VecDeque<(u64, CloseAnswer)>,
 }
@@ -267,10 +279,23 @@ impl Relay<'_, '_, '_> {
         id
     }
 
+    /// A simple Query or FunctionCall is about to go out behind extended messages with no Sync
+    /// between: if one of those fails, the server skips it (PostgreSQL skips everything but a
+    /// Sync after an extended-protocol error) and its ReadyForQuery never comes; if the Query
+    /// itself fails, nothing is skipped. A Close of a name that never exists, sent in front of
+    /// it, tells the two apart: its CloseComplete comes only if the extended messages before
+    /// it succeeded. Costs a message on this rare shape only.
+    pub(super) fn mark_end_of_extended(&mut self) {
+        frontend::target(&mut self.to_server, frontend::CLOSE, b'S', NO_SUCH_STATEMENT);
+        self.out.closes.push_back((self.out.sent, CloseAnswer::EndOfExtended));
+        self.out.skippable.push_back(self.out.sent);
+    }
+
     /// A Sync, Query or FunctionCall went out: one more ReadyForQuery to wait for.
     pub(super) fn segment_sent(&mut self, simple: bool) {
         if !simple {
             self.out.unsynced = false;
+            self.out.skipping = false;
         }
         self.out.ready += 1;
         self.out.sent += 1;
@@ -295,7 +320,7 @@ impl Relay<'_, '_, '_> {
                 backend::parse_complete(&mut self.client.wbuf);
                 true
             }
-            Some((_, CloseAnswer::Swallow)) => {
+            Some((_, CloseAnswer::Swallow | CloseAnswer::EndOfExtended)) => {
                 self.client.wbuf.extend_from_slice(preceding);
                 true
             }
@@ -319,9 +344,44 @@ impl Relay<'_, '_, '_> {
         Ok(())
     }
 
+    /// An ErrorResponse while the segment being answered ends in a Query sent behind unsynced
+    /// extended messages whose marker Close is still unanswered: one of those extended
+    /// messages failed, and the server now skips everything up to the next Sync. The Queries
+    /// in that window (this segment's and any sent after it before a Sync) are answered with
+    /// nothing; the next ReadyForQuery is the client's Sync's (no capture rides in such a
+    /// window: `capture_after`). Call before `drop_unanswered`, which then drops what those
+    /// segments and the Sync's queued.
+    ///
+    /// If every segment sent is answered, the error came from extended messages whose Sync
+    /// is not sent yet: the Queries the client sends before it are skipped too (`skipping`).
+    pub(super) fn skip_to_sync(&mut self) {
+        let seg = self.out.answered;
+        if self.out.skippable.front() == Some(&seg) {
+            let marker_pending = self.out.closes.iter().any(|(s, a)| *s == seg && matches!(a, CloseAnswer::EndOfExtended));
+            if !marker_pending {
+                return; // the Query's own error: its ReadyForQuery comes, nothing is skipped
+            }
+            let mut skipped = 0;
+            while self.out.skippable.front() == Some(&(seg + skipped)) {
+                self.out.skippable.pop_front();
+                skipped += 1;
+            }
+            self.out.answered += skipped;
+            self.out.ready = self.out.ready.saturating_sub(skipped as usize);
+        }
+        // Only with extended messages unsynced (not, say, a FATAL while nothing is in flight):
+        // the relay then is not idle until the Sync, so it cannot end the transaction early.
+        if self.out.answered == self.out.sent && self.out.unsynced {
+            self.out.skipping = true;
+        }
+    }
+
     /// Drops queue entries of segments before `segment_end`, undoing what their Parses
     /// recorded: those statements were never created.
     pub(super) fn drop_unanswered(&mut self, segment_end: u64) {
+        while self.out.skippable.front().is_some_and(|seg| *seg < segment_end) {
+            self.out.skippable.pop_front();
+        }
         while self.out.parses.front().is_some_and(|(seg, _)| *seg < segment_end) {
             if let Some((_, answer)) = self.out.parses.pop_front() {
                 let undo = match answer {
