@@ -53,7 +53,7 @@ demo-critical: ## Operator controls on an lsnpool of its own: a query rule, the 
 build: ## Debug build of everything
 	cargo build --workspace --all-targets
 
-bench: ## Benchmarks vs PgBouncer and direct (< 10 min; QUICK=1 < 2 min) -> benches/results/latest.md
+bench: ## Benchmarks vs PgBouncer and direct (~15 min; QUICK=1 ~5 min, ends with the CHECK line) -> benches/results/latest.md
 	QUICK="$(QUICK)" benches/run.sh
 
 ## ---- test environment (primary :55432, r1 :55433, r2 :55434) ----

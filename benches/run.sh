@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # benches/run.sh - `make bench`: lsnpool against a direct connection and PgBouncer, side by side.
 #
-#   benches/run.sh            full run (< 10 min): 3 repetitions, longer runs
-#   QUICK=1 benches/run.sh    quick run (< 2 min): 1 repetition, short runs
+#   benches/run.sh            full run (~15 min): 3 repetitions, longer runs
+#   QUICK=1 benches/run.sh    quick run (~5 min): 1 repetition, short runs; the last line (CHECK) is
+#                             the one to compare before and after a relay or routing change
 #
 # Builds release, brings the testenv topology up, installs Debian's pgbouncer when missing (as
 # root), then measures, alternating the targets within each repetition:
