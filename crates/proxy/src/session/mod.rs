@@ -204,8 +204,8 @@ impl Session {
                 },
                 batch::Extended::Other => self.refuse_batch(
                     sqlstate::FEATURE_NOT_SUPPORTED,
-                    "lsnpool answers lsnpool.consistency commands sent as a simple Query, or as Parse/Bind/Execute/Sync of the unnamed statement without parameters",
-                    Some("send SET lsnpool.consistency = '...' as a simple query (for example through your driver's execute-without-parameters call)"),
+                    "lsnpool answers its own settings (SET, RESET and SHOW of lsnpool.*) sent as a simple Query, or as Parse/Bind/Execute/Sync of the unnamed statement without parameters",
+                    Some("send SET lsnpool.<setting> = '...' as a simple query, not as a prepared statement (for example through your driver's execute-without-parameters call, or psycopg's prepare=False)"),
                 ),
             }
             return Ok(());
