@@ -104,15 +104,7 @@ impl ServerManager {
     /// on a direct connection. The old connection is closed.
     pub async fn reopen(&self, conn: &mut ServerConn, startup: &crate::ParamSync) -> Result<(), ServerError> {
         let t = &self.target;
-        let login = Login {
-            addr: &t.addr,
-            user: &t.user,
-            password: t.password.as_deref(),
-            database: &t.database,
-            label: t.label.clone(),
-            tls: t.tls.as_ref(),
-            startup: Some(startup),
-        };
+        let login = self.login(Some(startup));
         let timeout = self.settings().connect_timeout;
         let r = tokio::time::timeout(timeout, ServerConn::connect(&login)).await;
         let (new, _) = match r {
@@ -145,17 +137,23 @@ impl managed::Manager for ServerManager {
 }
 
 impl ServerManager {
-    async fn open(&self) -> Result<ServerConn, ServerError> {
+    /// How this pool's connections log in; `startup` is a session-mode client's parameters.
+    fn login<'a>(&'a self, startup: Option<&'a crate::ParamSync>) -> Login<'a> {
         let t = &self.target;
-        let login = Login {
+        Login {
             addr: &t.addr,
             user: &t.user,
             password: t.password.as_deref(),
             database: &t.database,
             label: t.label.clone(),
             tls: t.tls.as_ref(),
-            startup: None,
-        };
+            startup,
+        }
+    }
+
+    async fn open(&self) -> Result<ServerConn, ServerError> {
+        let t = &self.target;
+        let login = self.login(None);
         let (conn, reported) = ServerConn::connect(&login).await.inspect_err(|e| {
             tracing::warn!(node = %t.label, error = %e, "server connection failed");
             metrics::counter!("lsnpool_server_connect_errors_total", "node" => t.label.to_string()).increment(1);
