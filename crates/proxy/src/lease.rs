@@ -7,6 +7,7 @@
 //! PgDog's `backend/pool/guard.rs` is the model.
 
 use crate::clients::{ClientSlot, ClientState};
+use crate::pooler::Pooler;
 use crate::stats::DbStats;
 use crate::topology::Database;
 use bytes::BytesMut;
@@ -75,18 +76,19 @@ pub struct Borrower<'a> {
 }
 
 impl Lease {
-    /// Waits for a connection of `pool` (after `unpaused`, while PAUSE holds the database), for
-    /// at most the pool's `query_wait_timeout`; a cancel request ends the wait.
-    pub async fn checkout(pool: &NodePool, unpaused: impl Future<Output = ()>, who: &Borrower<'_>, paused: bool) -> Result<Lease, Refusal> {
+    /// Waits for a connection of `pool` (first, while PAUSE holds the database named in
+    /// `pause`, for RESUME), for at most the pool's `query_wait_timeout`; a cancel request ends
+    /// the wait. `pause: None` is for the pooler's own work, which PAUSE does not hold.
+    pub async fn checkout(pool: &NodePool, pause: Option<(&Pooler, &str)>, who: &Borrower<'_>) -> Result<Lease, Refusal> {
         // An idle connection, taken at once: no wait to show, no timer, no cancel to watch.
         // This is the common case, and every transaction pays for what it does.
-        if !paused {
+        if !pause.is_some_and(|(pooler, db)| pooler.is_paused(db)) {
             if let Some(server) = Self::idle_now(pool) {
                 record_wait(who.db, Duration::ZERO);
                 return Ok(Lease::lent(server, who));
             }
         }
-        Box::pin(Self::wait_for(pool, unpaused, who)).await
+        Box::pin(Self::wait_for(pool, pause, who)).await
     }
 
     /// An idle connection if the pool has one, taken without waiting. deadpool has no
@@ -109,14 +111,16 @@ impl Lease {
     }
 
     /// The slow way: queued behind other clients, a PAUSE, or a connection being opened.
-    async fn wait_for(pool: &NodePool, unpaused: impl Future<Output = ()>, who: &Borrower<'_>) -> Result<Lease, Refusal> {
+    async fn wait_for(pool: &NodePool, pause: Option<(&Pooler, &str)>, who: &Borrower<'_>) -> Result<Lease, Refusal> {
         let started = Instant::now();
         let label = pool.manager().target().label.clone();
         who.slot.start_wait(label.clone());
         let got = {
             let cancelled = who.slot.waiting.notified();
             let get = async {
-                unpaused.await;
+                if let Some((pooler, db)) = pause {
+                    pooler.wait_unpaused(db).await;
+                }
                 pool.timeout_get(&pool.manager().timeouts()).await
             };
             tokio::select! {

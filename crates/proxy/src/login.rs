@@ -210,8 +210,7 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
 /// Session mode: the client's server connection, taken at login, opened with the client's
 /// startup parameters (a pooled one opened with the very same is reused as it is).
 async fn session_server(pooler: &Pooler, pools: &crate::topology::ClusterPools, who: &Borrower<'_>, params: &ParamSync) -> Result<Lease, Refusal> {
-    let paused = pooler.is_paused(&who.db.name);
-    let mut lease = Lease::checkout(pools.primary(), pooler.wait_unpaused(&who.db.name), who, paused).await?;
+    let mut lease = Lease::checkout(pools.primary(), Some((pooler, &who.db.name)), who).await?;
     match lease.open_for_session(pools.primary(), params).await {
         Ok(()) => Ok(lease),
         // A value the server refuses at login is refused as the server would refuse it.

@@ -457,7 +457,7 @@ impl Session {
     /// insert position is at or past it, so another one answers for it.
     async fn capture_on_another_connection(&mut self) {
         let who = Borrower { slot: &self.login.registration.slot, db: &self.login.db };
-        match Lease::checkout(self.pools.primary(), std::future::ready(()), &who, false).await {
+        match Lease::checkout(self.pools.primary(), None, &who).await {
             Ok(mut lease) => {
                 self.capture_separately(&mut lease).await;
                 self.release(lease).await;
@@ -516,8 +516,7 @@ impl Session {
                     // Read once per checkout: after a failover, the new primary's pool.
                     Route::Primary => self.pools.primary(),
                 };
-                let paused = self.pooler.is_paused(&self.login.db.name);
-                Lease::checkout(pool, self.pooler.wait_unpaused(&self.login.db.name), &who, paused).await
+                Lease::checkout(pool, Some((&self.pooler, &self.login.db.name)), &who).await
             }
         };
         let timeout = self.login.topology.config.pooler.query_wait_timeout;
