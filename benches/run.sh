@@ -666,45 +666,34 @@ fmt_cell() {  # "median (min–max)", or "FAIL: error"; runs that failed are cou
     if (( n > 0 && nf > 0 )); then printf ' — %d of %d runs **failed**: `%s`' "$nf" $((n + nf)) "$err"
     elif (( n > 0 )) && [[ -n "$err" ]]; then printf ' — with errors: `%s`' "$err"; fi
 }
-cpu_us() {   # pooler CPU per transaction (µs), median over runs
-    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" '
-        NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "ok" && $7 > 0 && $8 != "" { v[n++] = 1e6 * $8 / $7 }
-        END {
-            if (n == 0) { print "–"; exit }
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            printf "%.1f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
-        }' "$1"
+# The median of v[0..n), an awk function for the helpers below.
+AWK_MEDIAN='function median(v, n,   i, j, t) {
+    for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+}'
+# cpu_per_xact TSV WORKLOAD CLIENTS TARGET XACTS_COLUMN CPU_COLUMN -> pooler CPU per transaction
+# (µs), median over runs
+cpu_per_xact() {
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" -v xc="$5" -v cc="$6" "$AWK_MEDIAN"'
+        NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "ok" && $xc > 0 && $cc != "" { v[n++] = 1e6 * $cc / $xc }
+        END { if (n == 0) print "–"; else printf "%.1f", median(v, n) }' "$1"
 }
-# lat TSV WORKLOAD CLIENTS TARGET COLUMN -> median over runs of a latency column (µs)
+cpu_us() { cpu_per_xact "$@" 7 8; }    # pgbench.tsv, capture.tsv
+hop_cpu() { cpu_per_xact "$@" 9 10; }  # hop.tsv
+# hop_pct TSV WORKLOAD CLIENTS TARGET COLUMN -> median over runs of a latency column (µs)
 hop_pct() {
-    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" -v col="$5" '
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" -v col="$5" "$AWK_MEDIAN"'
         NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "ok" { v[n++] = $col }
-        END {
-            if (n == 0) { print "–"; exit }
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            printf "%.0f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
-        }' "$1"
+        END { if (n == 0) print "–"; else printf "%.0f", median(v, n) }' "$1"
 }
-# added TSV WORKLOAD CLIENTS TARGET COLUMN -> median over repetitions of (target − direct), µs
+# hop_added TSV WORKLOAD CLIENTS TARGET COLUMN -> median over repetitions of (target − direct), µs
 hop_added() {
-    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" -v col="$5" '
+    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" -v col="$5" "$AWK_MEDIAN"'
         NR > 1 && $1 == wl && $2 == c && $5 == "ok" && $3 == "direct" { d[$4] = $col }
         NR > 1 && $1 == wl && $2 == c && $5 == "ok" && $3 == tg { x[$4] = $col }
         END {
             for (r in x) if (r in d) v[n++] = x[r] - d[r]
-            if (n == 0) { print "–"; exit }
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            printf "%.0f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
-        }' "$1"
-}
-# lat_cpu TSV WORKLOAD CLIENTS TARGET -> pooler CPU per transaction (µs) in the latency runs
-hop_cpu() {
-    awk -F'\t' -v wl="$2" -v c="$3" -v tg="$4" '
-        NR > 1 && $1 == wl && $2 == c && $3 == tg && $5 == "ok" && $9 > 0 && $10 != "" { v[n++] = 1e6 * $10 / $9 }
-        END {
-            if (n == 0) { print "–"; exit }
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            printf "%.1f", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+            if (n == 0) print "–"; else printf "%.0f", median(v, n)
         }' "$1"
 }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "–" || a == "" || b == "–" || b == "") print "-"; else print (a <= b) ? 1 : 0 }'; }
