@@ -173,10 +173,12 @@ impl ServerManager {
             return Err(RecycleError::message("connection was left unusable"));
         }
         let settings = self.settings();
-        if m.age() > settings.lifetime {
+        // One clock read for both ages (Metrics::age and last_used read the clock each).
+        let now = std::time::Instant::now();
+        if now.saturating_duration_since(m.created) > settings.lifetime {
             return Err(RecycleError::message("server_lifetime reached"));
         }
-        if m.last_used() > settings.idle_timeout {
+        if now.saturating_duration_since(m.recycled.unwrap_or(m.created)) > settings.idle_timeout {
             return Err(RecycleError::message("server_idle_timeout reached"));
         }
         // Every checkout looks, because it is free: the check reads tokio's readiness flags

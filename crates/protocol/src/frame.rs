@@ -84,7 +84,8 @@ impl<'a> Iterator for Frames<'a> {
 #[inline]
 pub fn read_cstr<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     let start = *pos;
-    let rel = buf.get(start..)?.iter().position(|&b| b == 0)?;
+    // memchr: a query's text is read this way on every transaction's forward path.
+    let rel = memchr::memchr(0, buf.get(start..)?)?;
     *pos = start + rel + 1;
     Some(&buf[start..start + rel])
 }
