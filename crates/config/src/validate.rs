@@ -157,7 +157,8 @@ fn check_db_name<'a>(seen: &mut BTreeMap<&'a str, String>, name: &'a str, key: &
     Ok(())
 }
 
-/// `host:port`; the host is resolved when connecting, so names are allowed.
+/// `host:port`; the host is resolved when connecting, so names are allowed, and a host that
+/// begins with `/` is the directory of the server's Unix-domain socket.
 fn check_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
     let ok = addr
         .rsplit_once(':')
@@ -165,6 +166,6 @@ fn check_addr(addr: &str, key: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::invalid(key, format!("\"{addr}\" is not a host:port address")))
+        Err(ConfigError::invalid(key, format!("\"{addr}\" is not a host:port address (or /socket/directory:port)")))
     }
 }

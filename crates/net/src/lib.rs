@@ -1,4 +1,5 @@
-//! The byte stream under a client or server connection: plain TCP, or TLS.
+//! The byte stream under a client or server connection: plain TCP, TLS, or a Unix-domain
+//! socket to a server on the same host.
 //!
 //! The relay, the session's idle wait, login and the pool's server connections move bytes
 //! through the few calls below and never name the socket. TLS is sans-io rustls (`tls`):
@@ -21,12 +22,44 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 pub enum Stream {
     Plain(TcpStream),
     /// Boxed: a TLS session is large and rare; the plain stream stays small.
     Tls(Box<tls::TlsStream>),
+    /// A server's Unix-domain socket (`host` a directory, as libpq reads it): no TCP/IP stack
+    /// on the way, and never TLS (PostgreSQL does not offer it there).
+    Local(UnixStream),
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Stream {
+        Stream::Local(s)
+    }
+}
+
+/// `Stream::read_available` on a tokio socket of either family (see there).
+macro_rules! drain_into {
+    ($stream:expr, $buf:expr) => {{
+        let stream = $stream;
+        let buf: &mut BytesMut = $buf;
+        let room = buf.capacity() - buf.len();
+        let mut got = 0;
+        let r = stream.try_io(tokio::io::Interest::READABLE, || {
+            got = stream.try_read_buf(buf)?;
+            if got > 0 && got < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match r {
+            Ok(()) => Ok(got),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+            Err(e) => Err(e),
+        }
+    }};
 }
 
 impl From<TcpStream> for Stream {
@@ -39,7 +72,7 @@ impl Stream {
     /// The server side of a TLS handshake on a plain stream (after answering `S` to an
     /// SSLRequest). The caller bounds it with a timeout.
     pub async fn accept_tls(self, config: std::sync::Arc<rustls::ServerConfig>) -> io::Result<Stream> {
-        let Stream::Plain(tcp) = self else { return Err(io::Error::other("TLS is already on")) };
+        let tcp = self.into_plain()?;
         let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
         let mut tls = tls::TlsStream::new(tcp, conn.into());
         tls.handshake().await?;
@@ -48,11 +81,19 @@ impl Stream {
 
     /// The client side of a TLS handshake on a plain stream (after the server answered `S`).
     pub async fn connect_tls(self, config: std::sync::Arc<rustls::ClientConfig>, name: rustls::pki_types::ServerName<'static>) -> io::Result<Stream> {
-        let Stream::Plain(tcp) = self else { return Err(io::Error::other("TLS is already on")) };
+        let tcp = self.into_plain()?;
         let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
         let mut tls = tls::TlsStream::new(tcp, conn.into());
         tls.handshake().await?;
         Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    fn into_plain(self) -> io::Result<TcpStream> {
+        match self {
+            Stream::Plain(tcp) => Ok(tcp),
+            Stream::Tls(_) => Err(io::Error::other("TLS is already on")),
+            Stream::Local(_) => Err(io::Error::other("PostgreSQL offers no TLS on a Unix-domain socket")),
+        }
     }
 
     pub fn is_tls(&self) -> bool {
@@ -65,6 +106,7 @@ impl Stream {
             Stream::Plain(s) => s.readable().await,
             Stream::Tls(t) if t.has_plaintext() => Ok(()),
             Stream::Tls(t) => t.tcp.readable().await,
+            Stream::Local(s) => s.readable().await,
         }
     }
 
@@ -75,6 +117,7 @@ impl Stream {
             Stream::Plain(s) => s.poll_read_ready(cx),
             Stream::Tls(t) if t.has_plaintext() => std::task::Poll::Ready(Ok(())),
             Stream::Tls(t) => t.tcp.poll_read_ready(cx),
+            Stream::Local(s) => s.poll_read_ready(cx),
         }
     }
 
@@ -83,6 +126,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.poll_write_ready(cx),
             Stream::Tls(t) => t.tcp.poll_write_ready(cx),
+            Stream::Local(s) => s.poll_write_ready(cx),
         }
     }
 
@@ -91,6 +135,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.writable().await,
             Stream::Tls(t) => t.tcp.writable().await,
+            Stream::Local(s) => s.writable().await,
         }
     }
 
@@ -105,25 +150,9 @@ impl Stream {
     /// a separate `try_io` after the read would snapshot too late and could lose one.)
     pub fn read_available(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Stream::Plain(stream) => {
-                let stream: &TcpStream = stream;
-                let room = buf.capacity() - buf.len();
-                let mut got = 0;
-                let r = stream.try_io(tokio::io::Interest::READABLE, || {
-                    got = stream.try_read_buf(buf)?;
-                    if got > 0 && got < room {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    } else {
-                        Ok(())
-                    }
-                });
-                match r {
-                    Ok(()) => Ok(got),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-                    Err(e) => Err(e),
-                }
-            }
+            Stream::Plain(stream) => drain_into!(&*stream, buf),
             Stream::Tls(t) => t.read_available(buf),
+            Stream::Local(stream) => drain_into!(&*stream, buf),
         }
     }
 
@@ -132,6 +161,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.try_write(data),
             Stream::Tls(t) => t.try_write(data),
+            Stream::Local(s) => s.try_write(data),
         }
     }
 
@@ -153,35 +183,42 @@ impl Stream {
     }
 
     /// Bytes accepted by `try_write` that have not reached the socket yet (encrypted records,
-    /// under TLS). Plain TCP has none.
+    /// under TLS). Plain sockets have none.
     pub fn has_backlog(&self) -> bool {
         match self {
-            Stream::Plain(_) => false,
+            Stream::Plain(_) | Stream::Local(_) => false,
             Stream::Tls(t) => t.has_backlog(),
         }
     }
 
-    /// The socket underneath, for addresses and socket options. Reading or writing it
-    /// directly would bypass TLS.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath, for addresses and socket options (`None` on a Unix socket).
+    /// Reading or writing it directly would bypass TLS.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.tcp,
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(t) => Some(&t.tcp),
+            Stream::Local(_) => None,
         }
     }
 
     /// Whether the connection was reset by the peer (`ECONNRESET`/`EPIPE` pending on the
     /// socket). Takes the pending error, as `SO_ERROR` does.
     pub fn take_reset(&self) -> bool {
-        matches!(self.tcp().take_error(), Ok(Some(e)) if is_reset(&e))
+        let pending = match self {
+            Stream::Local(s) => s.take_error(),
+            _ => self.tcp().map_or(Ok(None), |t| t.take_error()),
+        };
+        matches!(pending, Ok(Some(e)) if is_reset(&e))
     }
 
+    /// The TCP address of this end; an error on a Unix socket, which has none.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().local_addr()
+        self.tcp().ok_or_else(no_inet)?.local_addr()
     }
 
+    /// The TCP address of the peer; an error on a Unix socket, which has none.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
+        self.tcp().ok_or_else(no_inet)?.peer_addr()
     }
 
     /// True when the peer has sent nothing and not closed: a connection idle in a pool must
@@ -193,8 +230,17 @@ impl Stream {
     /// readable; only a socket that turned readable (a FATAL, an EOF) costs the read.
     pub fn is_silent(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        let read = match self {
+            Stream::Plain(s) => s.try_read(&mut probe),
+            Stream::Tls(t) => t.tcp.try_read(&mut probe),
+            Stream::Local(s) => s.try_read(&mut probe),
+        };
+        matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
+}
+
+fn no_inet() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "a Unix-domain socket has no TCP address")
 }
 
 /// An error that says the peer's TCP reset the connection.
@@ -208,6 +254,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(t) => t.poll_read(cx, buf),
+            Stream::Local(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -217,6 +264,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(t) => t.poll_write(cx, buf),
+            Stream::Local(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -224,6 +272,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(t) => t.poll_flush(cx),
+            Stream::Local(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -231,6 +280,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(t) => t.poll_shutdown(cx),
+            Stream::Local(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -274,7 +324,20 @@ mod tests {
 
     #[tokio::test]
     async fn reads_what_was_written_then_would_block_then_eof() {
-        let (mut a, mut b) = pair().await;
+        let (a, b) = pair().await;
+        exchange(a, b).await;
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_reads_and_writes_like_tcp() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (a, b): (Stream, Stream) = (a.into(), b.into());
+        assert!(!a.is_tls());
+        assert_eq!(a.peer_addr().map_err(|e| e.kind()), Err(io::ErrorKind::Unsupported));
+        exchange(a, b).await;
+    }
+
+    async fn exchange(mut a: Stream, mut b: Stream) {
         let mut buf = BytesMut::with_capacity(64);
         assert_eq!(b.read_available(&mut buf).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
         let mut out = BytesMut::from(&b"hello"[..]);

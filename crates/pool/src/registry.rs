@@ -1,6 +1,7 @@
 //! Every open server connection, for SHOW SERVERS. Touched when a connection opens, closes,
 //! or is lent and returned: never per message.
 
+use crate::ServerAddr;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,7 +13,7 @@ pub struct ServerInfo {
     pub label: Arc<str>,
     pub user: String,
     pub database: String,
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     pub local_addr: Option<SocketAddr>,
     pub pid: i32,
     pub connected_at: SystemTime,
@@ -60,7 +61,7 @@ pub fn register(
     label: Arc<str>,
     user: &str,
     database: &str,
-    addr: SocketAddr,
+    addr: ServerAddr,
     local_addr: Option<SocketAddr>,
     pid: i32,
 ) -> Registered {

@@ -8,12 +8,12 @@ use lsnpool_auth::{md5_password_message, ScramClient};
 use lsnpool_protocol::backend::{self, TxStatus};
 use lsnpool_protocol::frame::Header;
 use lsnpool_net::Stream;
+use crate::ServerAddr;
 use lsnpool_protocol::frontend;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Server messages are trusted more than clients', but a broken server must not make us
 /// buffer without bound either.
@@ -50,9 +50,9 @@ impl ServerError {
 }
 
 /// Where a CancelRequest for this connection's backend must go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerKey {
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     pub pid: i32,
     pub secret: i32,
 }
@@ -136,19 +136,29 @@ impl ServerConn {
     pub async fn connect(login: &Login<'_>) -> Result<(ServerConn, Vec<(String, String)>), ServerError> {
         let addr_text: Arc<str> = Arc::from(login.addr);
         let io = |source| ServerError::Io { addr: login.addr.to_string(), source };
-        let stream = TcpStream::connect(login.addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        let peer = stream.peer_addr().map_err(io)?;
-        let stream = match login.tls {
-            Some(tls) => start_tls(stream.into(), tls, login.addr).await?,
-            None => stream.into(),
+        let (stream, peer) = match ServerAddr::unix_of(login.addr) {
+            // No TLS on a Unix socket (PostgreSQL does not offer it; libpq ignores sslmode there).
+            Some(unix) => {
+                let path = unix.socket_path().unwrap_or_default();
+                (Stream::from(UnixStream::connect(&path).await.map_err(io)?), unix)
+            }
+            None => {
+                let stream = TcpStream::connect(login.addr).await.map_err(io)?;
+                stream.set_nodelay(true).map_err(io)?;
+                let peer = ServerAddr::Tcp(stream.peer_addr().map_err(io)?);
+                let stream = match login.tls {
+                    Some(tls) => start_tls(stream.into(), tls, login.addr).await?,
+                    None => stream.into(),
+                };
+                (stream, peer)
+            }
         };
         let mut conn = ServerConn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::new(),
             replay: BytesMut::new(),
-            key: ServerKey { addr: peer, pid: 0, secret: 0 },
+            key: ServerKey { addr: peer.clone(), pid: 0, secret: 0 },
             label: login.label.clone(),
             params: login.startup.cloned().unwrap_or_default(),
             startup: login.startup.cloned(),

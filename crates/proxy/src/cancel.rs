@@ -2,10 +2,10 @@
 //! them is forwarded to whichever server backend runs that client's query right now.
 
 use crate::clients::ClientRegistry;
-use lsnpool_pool::ServerKey;
+use lsnpool_pool::{ServerAddr, ServerKey};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Handles one CancelRequest. Like PostgreSQL, never tells the requester anything.
 pub async fn handle(clients: &ClientRegistry, pid: i32, secret: i32, timeout: Duration) {
@@ -16,9 +16,10 @@ pub async fn handle(clients: &ClientRegistry, pid: i32, secret: i32, timeout: Du
     metrics::counter!("lsnpool_cancel_requests_total").increment(1);
     match slot.server() {
         Some(key) => {
+            let server_pid = key.pid;
             let r = tokio::time::timeout(timeout, forward(key)).await;
             match r {
-                Ok(Ok(())) => tracing::debug!(pid, server_pid = key.pid, "cancel forwarded"),
+                Ok(Ok(())) => tracing::debug!(pid, server_pid, "cancel forwarded"),
                 Ok(Err(e)) => tracing::warn!(pid, error = %e, "cancel could not reach the server"),
                 Err(_) => tracing::warn!(pid, "cancel timed out reaching the server"),
             }
@@ -31,20 +32,32 @@ pub async fn handle(clients: &ClientRegistry, pid: i32, secret: i32, timeout: Du
 /// Asks the server to cancel whatever `key`'s backend is running, within `timeout`. Used when
 /// the client whose statement it is has gone: the statement must not go on holding locks.
 pub async fn cancel_backend(key: ServerKey, timeout: Duration) {
+    let server_pid = key.pid;
     match tokio::time::timeout(timeout, forward(key)).await {
         Ok(Ok(())) => {
             metrics::counter!("lsnpool_server_cancels_total").increment(1);
-            tracing::debug!(server_pid = key.pid, "statement of a vanished client cancelled");
+            tracing::debug!(server_pid, "statement of a vanished client cancelled");
         }
-        Ok(Err(e)) => tracing::warn!(server_pid = key.pid, error = %e, "cancel could not reach the server"),
-        Err(_) => tracing::warn!(server_pid = key.pid, "cancel timed out reaching the server"),
+        Ok(Err(e)) => tracing::warn!(server_pid, error = %e, "cancel could not reach the server"),
+        Err(_) => tracing::warn!(server_pid, "cancel timed out reaching the server"),
     }
 }
 
+/// Sends the CancelRequest the way the connection itself went: over TCP, or over the Unix
+/// socket (a server listening only there has no TCP address to take it).
 async fn forward(key: ServerKey) -> std::io::Result<()> {
-    let mut s = TcpStream::connect(key.addr).await?;
     let mut buf = bytes::BytesMut::with_capacity(16);
     lsnpool_protocol::frontend::cancel_request(&mut buf, key.pid, key.secret);
-    s.write_all(&buf).await?;
-    s.shutdown().await
+    match &key.addr {
+        ServerAddr::Tcp(addr) => {
+            let mut s = TcpStream::connect(addr).await?;
+            s.write_all(&buf).await?;
+            s.shutdown().await
+        }
+        unix => {
+            let mut s = UnixStream::connect(unix.socket_path().unwrap_or_default()).await?;
+            s.write_all(&buf).await?;
+            s.shutdown().await
+        }
+    }
 }

@@ -112,7 +112,7 @@ impl ClientSlot {
     }
 
     pub(crate) fn server(&self) -> Option<ServerKey> {
-        self.server.lock().ok().and_then(|g| *g)
+        self.server.lock().ok().and_then(|g| g.clone())
     }
 }
 

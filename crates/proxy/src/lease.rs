@@ -262,7 +262,7 @@ impl Lease {
         if !server_idle {
             // A statement may still be running for nobody, holding its locks until it ends:
             // cancel it, then close the connection (the backend rolls back when it reads EOF).
-            crate::cancel::cancel_backend(self.key, timeout).await;
+            crate::cancel::cancel_backend(self.key.clone(), timeout).await;
             return;
         }
         let reset = match (status, session_mode) {

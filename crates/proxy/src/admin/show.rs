@@ -248,7 +248,7 @@ fn servers(_: &Pooler, out: &mut BytesMut) {
         "user" => s.user,
         "database" => s.database,
         "state" => if s.is_active() { "active" } else { "idle" },
-        "addr" => s.addr.ip(),
+        "addr" => s.addr.host_text(),
         "port" => s.addr.port(),
         "local_addr" => s.local_addr.map(|a| a.ip().to_string()).unwrap_or_default(),
         "local_port" => s.local_addr.map(|a| a.port().to_string()).unwrap_or_default(),

@@ -277,7 +277,7 @@ impl Session {
                 classified: info.classified,
             };
             let slot = self.slot().clone();
-            slot.set_server(Some(server.key));
+            slot.set_server(Some(server.key.clone()));
             let started = Instant::now();
             let (outcome, may_write, session_changed, session_bound, captured, captured_read, commit_ready) = {
                 let commits = crate::relay::CommitNotice {
