@@ -17,21 +17,7 @@ async fn cancel_running_query() {
         tokio::spawn(async move { c.query("SELECT pg_sleep(30)", &[]).await })
     };
     // Wait until the query is running on a server.
-    let direct = primary().await;
-    within(10.0, "pg_sleep to start", async {
-        loop {
-            let n: i64 = direct
-                .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'", &[])
-                .await
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_for_backend("query = 'SELECT pg_sleep(30)' AND state = 'active'").await;
     token.cancel_query(NoTls).await.expect("send cancel request");
     let r = within(5.0, "cancelled query to end", runner).await.unwrap();
     let e = r.expect_err("pg_sleep(30) must be cancelled");

@@ -10,20 +10,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Waits until the primary shows a backend matching `cond` (a WHERE clause on pg_stat_activity).
-async fn wait_for_backend(cond: &str) -> i32 {
-    let direct = primary().await;
-    within(15.0, &format!("a backend with {cond}"), async {
-        loop {
-            let rows = direct.query(&format!("SELECT pid FROM pg_stat_activity WHERE {cond}"), &[]).await.unwrap();
-            if let Some(r) = rows.first() {
-                return r.get::<_, i32>(0);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
 async fn terminate(pid: i32) {
     let direct = primary().await;
     let ok: bool = direct.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);

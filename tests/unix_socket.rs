@@ -71,21 +71,8 @@ async fn a_cancel_reaches_a_backend_over_the_socket() {
         let c = c.clone();
         tokio::spawn(async move { c.query("SELECT pg_sleep(30)", &[]).await })
     };
-    let direct = primary().await;
-    within(10.0, "pg_sleep to start", async {
-        loop {
-            let n: i64 = direct
-                .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active' AND client_addr IS NULL", &[])
-                .await
-                .expect("pg_stat_activity")
-                .get(0);
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    // Running, on a backend reached over the socket (no client address).
+    wait_for_backend("query = 'SELECT pg_sleep(30)' AND state = 'active' AND client_addr IS NULL").await;
     token.cancel_query(NoTls).await.expect("send cancel request");
     let r = within(5.0, "the cancelled query to end", runner).await.expect("join");
     let e = r.expect_err("pg_sleep(30) must be cancelled");

@@ -496,6 +496,22 @@ impl Conn {
     }
 }
 
+/// The pid of a primary backend matching `cond` (SQL over pg_stat_activity), once there is one:
+/// for a test that must act while a statement runs.
+pub async fn wait_for_backend(cond: &str) -> i32 {
+    let direct = primary().await;
+    within(15.0, &format!("a backend with {cond}"), async {
+        loop {
+            let rows = direct.query(&format!("SELECT pid FROM pg_stat_activity WHERE {cond}"), &[]).await.unwrap();
+            if let Some(r) = rows.first() {
+                return r.get::<_, i32>(0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 /// Directly to the primary as the superuser (not through lsnpool).
 pub async fn primary() -> Conn {
     ensure_topology();
