@@ -69,9 +69,9 @@ wl_args() {
     esac
 }
 TARGETS=(direct pgbouncer lsnpool_primary lsnpool_appdb)
-declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off" [lsnpool_appdb_cap]="lsnpool appdb, capture on")
+declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [pgbouncer_unix]="PgBouncer, Unix socket" [lsnpool_unix]="lsnpool app_primary, Unix socket" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off" [lsnpool_appdb_cap]="lsnpool appdb, capture on")
 
-PGB_TSV="$W/pgbench.tsv"; HOP_TSV="$W/hop.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
+PGB_TSV="$W/pgbench.tsv"; HOP_TSV="$W/hop.tsv"; UNIX_TSV="$W/unix.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
 CROSS_CSV="$W/cross.csv"; LAT_TSV="$W/token_latency.tsv"
 # r2 apply delays of the cross-connection rows; commits and read-backs per token-store latency run
 if (( QUICK )); then CROSS_DELAYS=(0 300); LAT_N=300; else CROSS_DELAYS=(0 50 300); LAT_N=2000; fi
@@ -88,6 +88,8 @@ LSN_RAW_PORT=$((BASE + 4))    # lsnpool for read-after-write
 LSN_MEM_PORT=$((BASE + 5))    # fresh lsnpool for the idle-clients memory test
 PGB_PORT=$((BASE + 9))        # PgBouncer
 PGB_MEM_PORT=$((BASE + 10))   # fresh PgBouncer for the memory test
+LSN_UNIX_PORT=$((BASE + 7))   # lsnpool reaching the primary over its Unix socket
+PGB_UNIX_PORT=$((BASE + 8))   # PgBouncer reaching the primary over its Unix socket
 PRIMARY="${PGENV_PORT_BASE:-55432}"; R1=$((PRIMARY + 1)); R2=$((PRIMARY + 2)); REDIS_PORT=$((PRIMARY + 947))
 
 export PGPASSWORD=postgres PGUSER=postgres PGCONNECT_TIMEOUT=10
@@ -187,7 +189,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE="$(ulimit -n)"
 note "open files limit: $NOFILE"
 
-for p in "$LSN_PORT" "$LSN_OFF_PORT" "$LSN_CAP_PORT" "$LSN_RAW_PORT" "$LSN_MEM_PORT" "$PGB_PORT" "$PGB_MEM_PORT"; do
+for p in "$LSN_PORT" "$LSN_OFF_PORT" "$LSN_CAP_PORT" "$LSN_RAW_PORT" "$LSN_MEM_PORT" "$PGB_PORT" "$PGB_MEM_PORT" "$LSN_UNIX_PORT" "$PGB_UNIX_PORT"; do
     port_free "$p" || die "port $p is in use (another bench run? set BENCH_PORT_BASE)"
 done
 
@@ -277,8 +279,8 @@ start_lsnpool() {   # start_lsnpool NAME CONFIG PORT [ENV=VAL...]; sets STARTED_
 PGB_AS=()
 [[ "$(id -u)" == 0 ]] && PGB_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 
-start_pgbouncer() { # start_pgbouncer NAME PORT; sets STARTED_PID (PgBouncer's own pid)
-    local name="$1" port="$2" dir ini
+start_pgbouncer() { # start_pgbouncer NAME PORT [SERVER_HOST]; sets STARTED_PID (PgBouncer's own pid)
+    local name="$1" port="$2" host="${3:-127.0.0.1}" dir ini
     if [[ -z "$PGB_TMP" ]]; then
         PGB_TMP="$(mktemp -d /tmp/lsnpool-bench-pgbouncer.XXXXXX)"
         [[ "$(id -u)" == 0 ]] && chown postgres: "$PGB_TMP"
@@ -289,7 +291,7 @@ start_pgbouncer() { # start_pgbouncer NAME PORT; sets STARTED_PID (PgBouncer's o
     cat >"$ini" <<EOF
 ; written by benches/run.sh
 [databases]
-appdb = host=127.0.0.1 port=$PRIMARY dbname=$DB
+appdb = host=$host port=$PRIMARY dbname=$DB
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -335,12 +337,26 @@ lsnpool_config "$W/lsnpool.toml" "$LSN_PORT"
 start_lsnpool lsnpool "$W/lsnpool.toml" "$LSN_PORT"; LSN_PID=$STARTED_PID
 PGB_PID=""
 if (( HAVE_PGB )); then start_pgbouncer pgbouncer "$PGB_PORT"; PGB_PID=$STARTED_PID; fi
+# Both poolers again, reaching the primary over its Unix socket (a server on the pooler's host
+# can be reached that way by either): the comparison runs both ways.
+SOCKDIR="$(psql_p -d postgres -c "SHOW unix_socket_directories" | cut -d, -f1 | tr -d ' ')"
+LSN_UNIX_PID=""; PGB_UNIX_PID=""
+if [[ "$SOCKDIR" == /* ]]; then
+    lsnpool_config "$W/lsnpool-unix.toml" "$LSN_UNIX_PORT"
+    sed -i -e "s|^primary = .*|primary = \"$SOCKDIR:$PRIMARY\"|" -e "s|^replicas = .*|replicas = [\"$SOCKDIR:$R1\", \"$SOCKDIR:$R2\"]|" "$W/lsnpool-unix.toml"
+    start_lsnpool lsnpool-unix "$W/lsnpool-unix.toml" "$LSN_UNIX_PORT"; LSN_UNIX_PID=$STARTED_PID
+    if (( HAVE_PGB )); then start_pgbouncer pgbouncer-unix "$PGB_UNIX_PORT" "$SOCKDIR"; PGB_UNIX_PID=$STARTED_PID; fi
+else
+    note "the primary has no Unix socket directory: the Unix-socket rows are skipped"
+fi
 
 # ---------------------------------------------------------------- pgbench matrix
 target_conn() {     # port database pid-of-the-pooler
     case "$1" in
         direct)              echo "$PRIMARY $DB -" ;;
         pgbouncer)           echo "$PGB_PORT appdb ${PGB_PID:--}" ;;
+        pgbouncer_unix)      echo "$PGB_UNIX_PORT appdb ${PGB_UNIX_PID:--}" ;;
+        lsnpool_unix)        echo "$LSN_UNIX_PORT app_primary ${LSN_UNIX_PID:--}" ;;
         lsnpool_primary)     echo "$LSN_PORT app_primary $LSN_PID" ;;
         lsnpool_appdb)       echo "$LSN_PORT appdb $LSN_PID" ;;
         lsnpool_appdb_nocap) echo "$LSN_OFF_PORT appdb ${LSN_OFF_PID:--}" ;;
@@ -369,8 +385,8 @@ run_pgbench() {
     local tsv="$1" wl="$2" c="$3" tg="$4" rep="$5" secs="$6"
     local port db pid j out rc tps xacts err t0 t1 cpu
     read -r port db pid <<<"$(target_conn "$tg")"
-    if [[ "$tg" == pgbouncer && $HAVE_PGB == 0 ]]; then
-        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "pgbouncer is not installed" >>"$tsv"
+    if [[ "$pid" == - && "$tg" != direct ]]; then
+        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "${TNAME[$tg]} is not running (pgbouncer not installed, or no Unix socket)" >>"$tsv"
         return
     fi
     j=2; (( c < 2 )) && j=1
@@ -439,15 +455,13 @@ run_hop() {
     local wl="$1" c="$2" tg="$3" rep="$4" secs="$5"
     local port db pid out pre rc t0 t1 cpu pct
     read -r port db pid <<<"$(target_conn "$tg")"
-    if [[ "$tg" == pgbouncer && $HAVE_PGB == 0 ]]; then
-        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "pgbouncer is not installed" >>"$HOP_TSV"
+    if [[ "$pid" == - && "$tg" != direct ]]; then
+        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "${TNAME[$tg]} is not running (pgbouncer not installed, or no Unix socket)" >>"$HOP_TSV"
         return
     fi
     pre="$W/lat/${wl// /_}-c$c-$tg-r$rep"; out="$pre.out"
     mkdir -p "$W/lat"; rm -f "$pre".log*
     t0=0; [[ "$pid" != - ]] && t0="$(cpu_ticks "$pid")"
-    local c0 m0 ccpu mcpu
-    c0="$(children_cpu)"; m0="$(machine_cpu)"
     # shellcheck disable=SC2046
     timeout $((secs + 60)) pgbench -h 127.0.0.1 -p "$port" -U postgres $(wl_args "$wl") -n -c "$c" -j 1 -T "$secs" \
         --log --log-prefix="$pre.log" "$db" >"$out" 2>&1
@@ -478,9 +492,10 @@ case_no=0
 for rep in $(seq "$HOP_REPS"); do
     for wl in "${HOP_WORKLOADS[@]}"; do
         for c in "${HOP_CLIENTS[@]}"; do
-            n=${#TARGETS[@]}
+            tl=("${TARGETS[@]}"); (( c == 1 )) && tl+=(pgbouncer_unix lsnpool_unix)
+            n=${#tl[@]}
             for i in $(seq 0 $((n - 1))); do
-                run_hop "$wl" "$c" "${TARGETS[$(( (i + case_no) % n ))]}" "$rep" "$T_HOP"
+                run_hop "$wl" "$c" "${tl[$(( (i + case_no) % n ))]}" "$rep" "$T_HOP"
             done
             case_no=$((case_no + 1))
         done
@@ -488,6 +503,19 @@ for rep in $(seq "$HOP_REPS"); do
 done
 
 "$LOADGEN" latency-chart --tsv "$HOP_TSV" --out "$HOP_CHART" >&2 || note "latency chart failed"
+
+# ---------------------------------------------------------------- TCP vs Unix socket to the server
+# Pooler CPU per transaction at 50 clients with each pooler reaching the primary over TCP and over
+# its Unix socket, alternated within each repetition (the pgbench matrix above has only TCP).
+UNIX_TARGETS=(pgbouncer lsnpool_primary pgbouncer_unix lsnpool_unix)
+log "TCP vs Unix socket: select-only simple, 50 clients, ${#UNIX_TARGETS[@]} targets x $REPS rep(s), ${T_MAIN}s runs"
+printf 'workload\tclients\ttarget\trep\tstatus\ttps\txacts\tpooler_cpu_s\terror\tpgbench_cpu_s\tmachine_cpu_s\n' >"$UNIX_TSV"
+for rep in $(seq "$REPS"); do
+    n=${#UNIX_TARGETS[@]}
+    for i in $(seq 0 $((n - 1))); do
+        run_pgbench "$UNIX_TSV" "select-only simple" 50 "${UNIX_TARGETS[$(( (i + rep) % n ))]}" "$rep" "$T_MAIN"
+    done
+done
 fi
 
 # ---------------------------------------------------------------- commit-LSN capture cost
@@ -841,6 +869,16 @@ target_row_why "select-only simple, 50 clients, lsnpool app_primary: pooler CPU 
 a=$(median "$PGB_TSV" "$SS" 500 lsnpool_primary); b=$(median "$PGB_TSV" "$SS" 50 lsnpool_primary); r=$(ratio "$a" "$b")
 target_row_why "select-only simple, lsnpool app_primary: 500 clients through pool $POOL ≥ 0.95× of 50 clients" "$r× ($a vs $b tps); PgBouncer $(ratio "$(median "$PGB_TSV" "$SS" 500 pgbouncer)" "$b_ss")×" "$(ge "$r" 0.95)" \
     "the CPUs are saturated and every part costs more per transaction with 500 sockets: pgbench $(client_cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(client_cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs, lsnpool $(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs, the whole machine $(machine_cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(machine_cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs (table below); lsnpool's instructions per transaction rise 3.5 %, the rest is cache and kernel"
+# The same targets with both poolers reaching the primary over its Unix socket.
+for wl in "$SS" "$SP"; do
+    al=$(hop_added "$HOP_TSV" "$wl" 1 lsnpool_unix 6); ab=$(hop_added "$HOP_TSV" "$wl" 1 pgbouncer_unix 6)
+    lim=$(awk -v b="$ab" 'BEGIN { if (b == "–") print "–"; else printf "%.0f", 0.8 * b }')
+    target_row_why "$wl, 1 client, both poolers over the server's Unix socket: lsnpool's added p50 latency ≤ 0.8× PgBouncer's" "+$al µs vs PgBouncer +$ab µs ($(ratio "$al" "$ab")×)" "$(le "$al" "$lim")" "$WHY_HOP"
+done
+lc=$(cpu_us "$UNIX_TSV" "$SS" 50 lsnpool_unix); bc=$(cpu_us "$UNIX_TSV" "$SS" 50 pgbouncer_unix)
+lim=$(awk -v b="$bc" 'BEGIN { if (b == "–") print "–"; else printf "%.2f", 0.9 * b }')
+target_row_why "select-only simple, 50 clients, both poolers over the server's Unix socket: lsnpool's CPU per transaction ≤ 0.9× PgBouncer's" "$lc µs vs $bc µs ($(ratio "$lc" "$bc")×)" "$(le "$lc" "$lim")" \
+    "as over TCP: the kernel's share is common to both, and lsnpool's user space (classification, routing) is larger"
 l=$(median "$PGB_TSV" "$SS" 50 lsnpool_primary); r=$(ratio "$l" "$b_ss")
 target_row_why "select-only simple, 50 clients, lsnpool app_primary: throughput ≥ 1.0× PgBouncer" "$r× ($l vs $b_ss tps)" "$(ge "$r" 1.0)" "at saturation tps follows CPU per transaction: the pooler's and the runs' min–max are in the tables below"
 echo
@@ -875,6 +913,20 @@ for wl in "${WORKLOADS[@]}"; do
     for c in "${CLIENTS[@]}"; do
         echo "| $wl | $c | $(cpu_us "$PGB_TSV" "$wl" $c pgbouncer) | $(cpu_us "$PGB_TSV" "$wl" $c lsnpool_primary) | $(cpu_us "$PGB_TSV" "$wl" $c lsnpool_appdb) |"
     done
+done
+echo
+
+echo "### The server over TCP or over its Unix socket"
+echo
+echo "Both poolers can reach a server on their own host over its Unix-domain socket (lsnpool: a node"
+echo "address \`/socket/dir:port\`; PgBouncer: \`host=/socket/dir\`). select-only simple; added p50 at"
+echo "1 client from the latency runs below, tps and pooler CPU at 50 clients from runs alternating the"
+echo "four (median of $REPS)."
+echo
+echo "| target | added p50, 1 client, simple (µs) | added p50, 1 client, prepared (µs) | tps, 50 clients | pooler CPU / transaction, 50 clients (µs) |"
+echo "|---|---:|---:|---:|---:|"
+for tg in pgbouncer pgbouncer_unix lsnpool_primary lsnpool_unix; do
+    echo "| ${TNAME[$tg]}$([[ $tg == pgbouncer || $tg == lsnpool_primary ]] && echo ", TCP") | +$(hop_added "$HOP_TSV" "$SS" 1 "$tg" 6) | +$(hop_added "$HOP_TSV" "$SP" 1 "$tg" 6) | $(median "$UNIX_TSV" "$SS" 50 "$tg") | $(cpu_us "$UNIX_TSV" "$SS" 50 "$tg") |"
 done
 echo
 
