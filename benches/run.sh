@@ -22,7 +22,7 @@
 # clients), BENCH_SCALE, BENCH_PORT_BASE; BENCH_REPORT_ONLY=1 rewrites the report from the numbers
 # of the last run (target/bench) without measuring.
 #
-# BENCH_ONLY="cross" (any of: pgbench capture raw cross memory micro) runs only those sections
+# BENCH_ONLY="cross" (any of: pgbench capture raw cross memory micro instr) runs only those sections
 # (after the build, topology and database steps) and writes the report to target/bench/partial.md,
 # leaving benches/results/ alone: for checking one section without a full, CPU-hungry run.
 # PGENV_DATA / PGENV_PORT_BASE point the run at a throwaway topology (testenv/README.md) and its
@@ -71,7 +71,7 @@ wl_args() {
 TARGETS=(direct pgbouncer lsnpool_primary lsnpool_appdb)
 declare -A TNAME=([direct]="direct" [pgbouncer]="PgBouncer" [pgbouncer_unix]="PgBouncer, Unix socket" [lsnpool_unix]="lsnpool app_primary, Unix socket" [lsnpool_primary]="lsnpool app_primary" [lsnpool_appdb]="lsnpool appdb" [lsnpool_appdb_nocap]="lsnpool appdb, capture off" [lsnpool_appdb_cap]="lsnpool appdb, capture on")
 
-PGB_TSV="$W/pgbench.tsv"; HOP_TSV="$W/hop.tsv"; UNIX_TSV="$W/unix.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
+PGB_TSV="$W/pgbench.tsv"; HOP_TSV="$W/hop.tsv"; UNIX_TSV="$W/unix.tsv"; INSTR_TSV="$W/instr.tsv"; CAP_TSV="$W/capture.tsv"; RAW_CSV="$W/raw.csv"; MICRO_TSV="$W/micro.tsv"
 CROSS_CSV="$W/cross.csv"; LAT_TSV="$W/token_latency.tsv"
 # r2 apply delays of the cross-connection rows; commits and read-backs per token-store latency run
 if (( QUICK )); then CROSS_DELAYS=(0 300); LAT_N=300; else CROSS_DELAYS=(0 50 300); LAT_N=2000; fi
@@ -90,6 +90,7 @@ PGB_PORT=$((BASE + 9))        # PgBouncer
 PGB_MEM_PORT=$((BASE + 10))   # fresh PgBouncer for the memory test
 LSN_UNIX_PORT=$((BASE + 7))   # lsnpool reaching the primary over its Unix socket
 PGB_UNIX_PORT=$((BASE + 8))   # PgBouncer reaching the primary over its Unix socket
+LSN_INSTR_PORT=$((BASE + 11)) # lsnpool under callgrind
 PRIMARY="${PGENV_PORT_BASE:-55432}"; R1=$((PRIMARY + 1)); R2=$((PRIMARY + 2)); REDIS_PORT=$((PRIMARY + 947))
 
 export PGPASSWORD=postgres PGUSER=postgres PGCONNECT_TIMEOUT=10
@@ -189,7 +190,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE="$(ulimit -n)"
 note "open files limit: $NOFILE"
 
-for p in "$LSN_PORT" "$LSN_OFF_PORT" "$LSN_CAP_PORT" "$LSN_RAW_PORT" "$LSN_MEM_PORT" "$PGB_PORT" "$PGB_MEM_PORT" "$LSN_UNIX_PORT" "$PGB_UNIX_PORT"; do
+for p in "$LSN_PORT" "$LSN_OFF_PORT" "$LSN_CAP_PORT" "$LSN_RAW_PORT" "$LSN_MEM_PORT" "$PGB_PORT" "$PGB_MEM_PORT" "$LSN_UNIX_PORT" "$PGB_UNIX_PORT" "$LSN_INSTR_PORT"; do
     port_free "$p" || die "port $p is in use (another bench run? set BENCH_PORT_BASE)"
 done
 
@@ -659,6 +660,49 @@ fi
 
 fi
 
+# ---------------------------------------------------------------- instructions per transaction
+# callgrind counts instructions, not time: the same count on every run of the same build, whatever
+# else the machine is doing. The number to compare before and after a relay or routing change
+# when the timed lines are within their noise. lsnpool runs under valgrind on its own port; the
+# counters are zeroed after a warm-up and dumped after INSTR_N select-only transactions at 1
+# client through app_primary. The monitor polls every second there (its polls are off the
+# transaction's path, and at 10 ms they would be a tenth of the count).
+INSTR_N=2000
+if section instr; then
+printf 'workload\tinstructions_per_xact\txacts\terror\n' >"$INSTR_TSV"
+if command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1; then
+    log "instructions per transaction: lsnpool under callgrind, 1 client, $INSTR_N transactions per workload"
+    lsnpool_config "$W/lsnpool-instr.toml" "$LSN_INSTR_PORT"
+    sed -i 's/^lsn_poll_interval = .*/lsn_poll_interval = "1s"/' "$W/lsnpool-instr.toml"
+    rm -f "$W"/callgrind.*
+    LSNPOOL_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.%p" "$LSNPOOL" --config "$W/lsnpool-instr.toml" >"$W/lsnpool-instr.log" 2>&1 &
+    INSTR_PID=$!; PIDS+=("$INSTR_PID")
+    wait_port "$LSN_INSTR_PORT" "$INSTR_PID" lsnpool-instr "$W/lsnpool-instr.log"
+    for wl in "select-only simple" "select-only prepared"; do
+        # shellcheck disable=SC2046
+        pgbench -h 127.0.0.1 -p "$LSN_INSTR_PORT" -U postgres $(wl_args "$wl") -n -c 1 -j 1 -t 300 app_primary >/dev/null 2>&1
+        callgrind_control -z "$INSTR_PID" >/dev/null 2>&1
+        out="$W/instr-${wl// /_}.log"
+        # shellcheck disable=SC2046
+        timeout 300 pgbench -h 127.0.0.1 -p "$LSN_INSTR_PORT" -U postgres $(wl_args "$wl") -n -c 1 -j 1 -t "$INSTR_N" app_primary >"$out" 2>&1
+        callgrind_control -d "$INSTR_PID" >/dev/null 2>&1
+        dump="$(ls -t "$W"/callgrind."$INSTR_PID".* 2>/dev/null | head -1)"
+        ir="$(awk '/^summary:/ { print $2 }' "$dump" 2>/dev/null)"
+        xacts="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)"
+        if [[ -n "$ir" && "${xacts:-0}" -gt 0 ]]; then
+            printf '%s\t%s\t%s\t\n' "$wl" "$((ir / xacts))" "$xacts" >>"$INSTR_TSV"
+            note "$(printf '%-22s %8d instructions per transaction (callgrind)' "$wl" "$((ir / xacts))")"
+        else
+            printf '%s\t\t\t%s\n' "$wl" "no count: $(grep -m1 -E 'error|FATAL' "$out" | tr '\t|' '  ' | cut -c1-200)" >>"$INSTR_TSV"
+        fi
+    done
+    stop_pid "$INSTR_PID"
+else
+    printf '%s\t\t\t%s\n' "select-only simple" "valgrind is not installed" >>"$INSTR_TSV"
+    note "valgrind is not installed: no instruction counts (apt-get install valgrind)"
+fi
+fi
+
 # ---------------------------------------------------------------- micro-benchmarks
 if section micro; then
 log "criterion micro-benchmarks"
@@ -684,7 +728,9 @@ fi
 # ================================================================= report
 log "report"
 # a partial run (BENCH_ONLY) leaves the other sections' files absent: empty tables, no noise
-for f in "$PGB_TSV" "$CAP_TSV" "$RAW_CSV" "$MICRO_TSV"; do [[ -e "$f" ]] || : >"$f"; done
+for f in "$PGB_TSV" "$HOP_TSV" "$UNIX_TSV" "$CAP_TSV" "$RAW_CSV" "$MICRO_TSV" "$INSTR_TSV"; do [[ -e "$f" ]] || : >"$f"; done
+# instr_count WORKLOAD -> lsnpool's instructions per transaction, or –
+instr_count() { awk -F'\t' -v wl="$1" 'NR > 1 && $1 == wl && $2 != "" { print $2; f = 1 } END { if (!f) print "–" }' "$INSTR_TSV"; }
 
 # stats TSV WORKLOAD CLIENTS TARGET -> "median min max n_ok n_failed first_error"
 stats() {
@@ -1065,6 +1111,21 @@ for name in lsnpool pgbouncer; do
 done
 echo
 
+echo "## Instructions per transaction"
+echo
+echo "lsnpool under \`valgrind --tool=callgrind\`, $INSTR_N transactions at 1 client through app_primary after a"
+echo "warm-up, user-space instructions per transaction (the whole process; the monitor polls once a"
+echo "second there). Unlike every timed number above, this one does not move with the machine's load:"
+echo "it is the line to compare before and after a relay or routing change."
+echo
+echo "| workload | instructions per transaction |"
+echo "|---|---:|"
+for wl in "select-only simple" "select-only prepared"; do
+    e="$(awk -F'\t' -v wl="$wl" 'NR > 1 && $1 == wl && $4 != "" { print $4; exit }' "$INSTR_TSV")"
+    echo "| $wl | $(instr_count "$wl")${e:+ ($e)} |"
+done
+echo
+
 echo "## Micro-benchmarks"
 echo
 echo "criterion (benches/micro.rs), time per call: estimate [95 % interval]. Allocations per call counted by a"
@@ -1091,6 +1152,9 @@ echo "Raw numbers, logs and the configs used: \`target/bench/\` (not committed).
 note "wrote $OUT in ${ELAPSED} s"
 
 # The line to read before submitting a change to the relay or the routing path.
+if section instr; then
+    echo "CHECK: instructions per transaction (callgrind, 1 client, app_primary): simple $(instr_count "$SS"), prepared $(instr_count "$SP")"
+fi
 if section pgbench; then
     al=$(hop_added "$HOP_TSV" "$SS" 1 lsnpool_primary 6); ab=$(hop_added "$HOP_TSV" "$SS" 1 pgbouncer 6)
     alp=$(hop_added "$HOP_TSV" "$SP" 1 lsnpool_primary 6); abp=$(hop_added "$HOP_TSV" "$SP" 1 pgbouncer 6)
