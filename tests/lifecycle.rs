@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-/// Waits until the primary shows a backend matching `cond` (a WHERE clause on pg_stat_activity).
+/// Terminates a primary backend and waits until it is gone.
 async fn terminate(pid: i32) {
     let direct = primary().await;
     let ok: bool = direct.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);

@@ -79,3 +79,16 @@ async fn a_cancel_reaches_a_backend_over_the_socket() {
     assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{}", db_message(&e));
     assert_eq!(c.query_one("SELECT 1::int", &[]).await.expect("after cancel").get::<_, i32>(0), 1);
 }
+
+/// `server_tls_mode = "require"` cannot be met on a socket (PostgreSQL offers no TLS there): the
+/// node is used without it, as libpq does, and lsnpool says so at load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_node_under_required_tls_is_plain_and_says_so() {
+    let dir = socket_dir().await;
+    let p = over_sockets(&dir).set_str("server_tls_mode", "require").start();
+    let c = p.connect_dsn("dbname=app_primary").await.expect("login");
+    let row = c.query_one("SELECT inet_server_addr() IS NULL", &[]).await.expect("query over the socket");
+    assert!(row.get::<_, bool>(0));
+    let log = p.log();
+    assert!(log.contains("where PostgreSQL offers no TLS"), "no warning in the log:\n{}", p.log_tail(20));
+}

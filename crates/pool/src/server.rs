@@ -140,7 +140,8 @@ impl ServerConn {
             // No TLS on a Unix socket (PostgreSQL does not offer it; libpq ignores sslmode there).
             Some(unix) => {
                 let path = unix.socket_path().unwrap_or_default();
-                (Stream::from(UnixStream::connect(&path).await.map_err(io)?), unix)
+                let stream = UnixStream::connect(&path).await.map_err(|source| ServerError::Io { addr: unix.to_string(), source })?;
+                (Stream::from(stream), unix)
             }
             None => {
                 let stream = TcpStream::connect(login.addr).await.map_err(io)?;

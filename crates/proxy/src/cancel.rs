@@ -54,7 +54,7 @@ async fn forward(key: ServerKey) -> std::io::Result<()> {
             s.write_all(&buf).await?;
             s.shutdown().await
         }
-        unix => {
+        unix @ ServerAddr::Unix { .. } => {
             let mut s = UnixStream::connect(unix.socket_path().unwrap_or_default()).await?;
             s.write_all(&buf).await?;
             s.shutdown().await

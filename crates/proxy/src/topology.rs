@@ -182,6 +182,13 @@ impl Topology {
                 Some(p) => matches!(Secret::parse(p), Ok(Secret::Plain(_))),
             });
             let (specs, hint) = cl.node_specs();
+            if let Some(tls) = server_tls.as_ref().filter(|t| t.required) {
+                // Said at every load: a socket node's connections are plain whatever the mode.
+                for spec in specs.iter().filter(|s| lsnpool_pool::ServerAddr::unix_of(&s.addr).is_some()) {
+                    tracing::warn!(cluster = %name, node = %spec.addr, server_tls_mode = tls.mode,
+                        "this node is a Unix socket, where PostgreSQL offers no TLS: its connections are not encrypted (as libpq ignores sslmode there)");
+                }
+            }
             let key = (specs.into_iter().map(|s| s.addr).collect::<Vec<_>>(), hint, config.routing.failover_detect);
             let runtime = match old.and_then(|o| o.clusters.get(name.as_str())).filter(|r| r.key == key) {
                 Some(r) => r.clone(),
