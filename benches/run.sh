@@ -28,7 +28,7 @@
 # PGENV_DATA / PGENV_PORT_BASE point the run at a throwaway topology (testenv/README.md) and its
 # Redis (port base + 947), so r2's apply delay is changed there and not on the shared one.
 #
-# Everything runs on its own ports (BENCH_PORT_BASE, default 16430 .. +10) and its own database
+# Everything runs on its own ports (BENCH_PORT_BASE, default 16430 .. +16) and its own database
 # (lsnbench, created on the primary and initialised with pgbench once), so tests running at the
 # same time against appdb are not disturbed (r2's apply delay is shared, though: it is restored
 # to 0 at the end). Every process started here is stopped on exit.
@@ -321,12 +321,13 @@ EOF
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK="$(getconf CLK_TCK)"
-# CPU time (s) of this shell's reaped children: around one pgbench run, pgbench's own CPU. `times`
-# runs in this shell (a pipeline's subshell would start with no children); its second line is
-# the children's user and system time.
+# children_cpu VAR: sets VAR to the CPU time (s) of this shell's reaped children; around one
+# pgbench run, pgbench's own CPU. Called as a command, never inside $(...): `times` must run in
+# this shell (a subshell starts with no children). Its second line is the children's user and
+# system time.
 children_cpu() {
     times >"$W/times.txt"
-    awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%.3f", t }' "$W/times.txt"
+    printf -v "$1" '%s' "$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%.3f", t }' "$W/times.txt")"
 }
 # CPU time (s) the whole machine spent (user, nice, system, irq, softirq, steal): pooler, pgbench
 # and PostgreSQL together.
@@ -338,18 +339,6 @@ lsnpool_config "$W/lsnpool.toml" "$LSN_PORT"
 start_lsnpool lsnpool "$W/lsnpool.toml" "$LSN_PORT"; LSN_PID=$STARTED_PID
 PGB_PID=""
 if (( HAVE_PGB )); then start_pgbouncer pgbouncer "$PGB_PORT"; PGB_PID=$STARTED_PID; fi
-# Both poolers again, reaching the primary over its Unix socket (a server on the pooler's host
-# can be reached that way by either): the comparison runs both ways.
-SOCKDIR="$(psql_p -d postgres -c "SHOW unix_socket_directories" | cut -d, -f1 | tr -d ' ')"
-LSN_UNIX_PID=""; PGB_UNIX_PID=""
-if [[ "$SOCKDIR" == /* ]]; then
-    lsnpool_config "$W/lsnpool-unix.toml" "$LSN_UNIX_PORT"
-    sed -i -e "s|^primary = .*|primary = \"$SOCKDIR:$PRIMARY\"|" -e "s|^replicas = .*|replicas = [\"$SOCKDIR:$R1\", \"$SOCKDIR:$R2\"]|" "$W/lsnpool-unix.toml"
-    start_lsnpool lsnpool-unix "$W/lsnpool-unix.toml" "$LSN_UNIX_PORT"; LSN_UNIX_PID=$STARTED_PID
-    if (( HAVE_PGB )); then start_pgbouncer pgbouncer-unix "$PGB_UNIX_PORT" "$SOCKDIR"; PGB_UNIX_PID=$STARTED_PID; fi
-else
-    note "the primary has no Unix socket directory: the Unix-socket rows are skipped"
-fi
 
 # ---------------------------------------------------------------- pgbench matrix
 target_conn() {     # port database pid-of-the-pooler
@@ -393,21 +382,21 @@ run_pgbench() {
     j=2; (( c < 2 )) && j=1
     out="$W/pgbench-${wl// /_}-c$c-$tg-r$rep.log"
     t0=0; [[ "$pid" != - ]] && t0="$(cpu_ticks "$pid")"
-    local c0 m0 ccpu mcpu
-    c0="$(children_cpu)"; m0="$(machine_cpu)"
+    local c0 c1 m0 ccpu mcpu
+    children_cpu c0; m0="$(machine_cpu)"
     # shellcheck disable=SC2046
     timeout $((secs + 90)) pgbench -h 127.0.0.1 -p "$port" -U postgres $(wl_args "$wl") -n -c "$c" -j "$j" -T "$secs" "$db" >"$out" 2>&1 &
-    local bench_pid=$! waited=0
-    # A run that outlives its duration by 20 s is stuck: record what every backend and the
-    # pooler's connections are doing while it still is.
-    while kill -0 "$bench_pid" 2>/dev/null; do
-        sleep 1; waited=$((waited + 1))
-        (( waited == secs + 20 )) && stall_dump "$out.stall" "$port"
-    done
+    local bench_pid=$!
+    # A run that outlives its duration by 20 s is stuck: a watchdog records what every backend
+    # and the pooler's connections are doing while it still is. (A watchdog, not a polling loop:
+    # the CPU samples below are taken the moment pgbench ends.)
+    ( sleep $((secs + 20)); kill -0 "$bench_pid" 2>/dev/null && stall_dump "$out.stall" "$port" ) &
+    local watchdog=$!
     wait "$bench_pid"
     rc=$?
-    ccpu="$(awk -v a="$c0" -v b="$(children_cpu)" 'BEGIN { printf "%.3f", b - a }')"
-    mcpu="$(awk -v a="$m0" -v b="$(machine_cpu)" 'BEGIN { printf "%.3f", b - a }')"
+    children_cpu c1; mcpu="$(awk -v a="$m0" -v b="$(machine_cpu)" 'BEGIN { printf "%.3f", b - a }')"
+    ccpu="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }')"
+    kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null
     cpu=""; if [[ "$pid" != - ]]; then t1="$(cpu_ticks "$pid")"; cpu="$(awk -v a="$t0" -v b="$t1" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}')"; fi
     tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -1)"
     xacts="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)"
@@ -446,9 +435,23 @@ done
 
 # ---------------------------------------------------------------- latency (issue 13), part of the pgbench section
 # Per-transaction latency from pgbench's own log (--log: one line per transaction, its time in
-# µs), select-only simple and prepared at 1 and 8 clients, the four targets alternated within
-# each repetition. "Added latency" = a target's percentile minus direct's in the same repetition.
+# µs), select-only simple and prepared at 1 and 8 clients, the four targets (six at 1 client,
+# with the Unix-socket instances) alternated within each repetition. "Added latency" = a
+# target's percentile minus direct's in the same repetition.
 HOP_CLIENTS=(1 8)
+# Both poolers again, reaching the primary over its Unix socket (a server on the pooler's host
+# can be reached that way by either), for the 1-client latency runs and the TCP-vs-socket round
+# below; started only now, so their monitor polls are not running during the matrix above.
+SOCKDIR="$(psql_p -d postgres -c "SHOW unix_socket_directories" | cut -d, -f1 | tr -d ' ')"
+LSN_UNIX_PID=""; PGB_UNIX_PID=""
+if [[ "$SOCKDIR" == /* ]]; then
+    lsnpool_config "$W/lsnpool-unix.toml" "$LSN_UNIX_PORT"
+    sed -i -e "s|^primary = .*|primary = \"$SOCKDIR:$PRIMARY\"|" -e "s|^replicas = .*|replicas = [\"$SOCKDIR:$R1\", \"$SOCKDIR:$R2\"]|" "$W/lsnpool-unix.toml"
+    start_lsnpool lsnpool-unix "$W/lsnpool-unix.toml" "$LSN_UNIX_PORT"; LSN_UNIX_PID=$STARTED_PID
+    if (( HAVE_PGB )); then start_pgbouncer pgbouncer-unix "$PGB_UNIX_PORT" "$SOCKDIR"; PGB_UNIX_PID=$STARTED_PID; fi
+else
+    note "the primary has no Unix socket directory: the Unix-socket rows are skipped"
+fi
 HOP_WORKLOADS=("select-only simple" "select-only prepared")
 printf 'workload\tclients\ttarget\trep\tstatus\tp50_us\tp99_us\tp999_us\txacts\tpooler_cpu_s\terror\n' >"$HOP_TSV"
 # run_hop WORKLOAD CLIENTS TARGET REP SECONDS
@@ -517,6 +520,8 @@ for rep in $(seq "$REPS"); do
         run_pgbench "$UNIX_TSV" "select-only simple" 50 "${UNIX_TARGETS[$(( (i + rep) % n ))]}" "$rep" "$T_MAIN"
     done
 done
+[[ -n "${LSN_UNIX_PID:-}" ]] && stop_pid "$LSN_UNIX_PID"
+[[ -n "${PGB_UNIX_PID:-}" ]] && stop_pid "$PGB_UNIX_PID"
 fi
 
 # ---------------------------------------------------------------- commit-LSN capture cost
@@ -678,16 +683,19 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/nul
     LSNPOOL_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.%p" "$LSNPOOL" --config "$W/lsnpool-instr.toml" >"$W/lsnpool-instr.log" 2>&1 &
     INSTR_PID=$!; PIDS+=("$INSTR_PID")
     wait_port "$LSN_INSTR_PORT" "$INSTR_PID" lsnpool-instr "$W/lsnpool-instr.log"
+    part=0
     for wl in "select-only simple" "select-only prepared"; do
         # shellcheck disable=SC2046
-        pgbench -h 127.0.0.1 -p "$LSN_INSTR_PORT" -U postgres $(wl_args "$wl") -n -c 1 -j 1 -t 300 app_primary >/dev/null 2>&1
+        timeout 300 pgbench -h 127.0.0.1 -p "$LSN_INSTR_PORT" -U postgres $(wl_args "$wl") -n -c 1 -j 1 -t 300 app_primary >/dev/null 2>&1
         callgrind_control -z "$INSTR_PID" >/dev/null 2>&1
         out="$W/instr-${wl// /_}.log"
         # shellcheck disable=SC2046
         timeout 300 pgbench -h 127.0.0.1 -p "$LSN_INSTR_PORT" -U postgres $(wl_args "$wl") -n -c 1 -j 1 -t "$INSTR_N" app_primary >"$out" 2>&1
-        callgrind_control -d "$INSTR_PID" >/dev/null 2>&1
-        dump="$(ls -t "$W"/callgrind."$INSTR_PID".* 2>/dev/null | head -1)"
-        ir="$(awk '/^summary:/ { print $2 }' "$dump" 2>/dev/null)"
+        # Each dump is the next part file: .1, .2; a dump that failed leaves no count, not the last one.
+        callgrind_control -d "$INSTR_PID" >/dev/null 2>&1 && part=$((part + 1))
+        dump="$W/callgrind.$INSTR_PID.$part"
+        ir=""; [[ $part -gt 0 && -s "$dump" ]] && ir="$(awk '/^summary:/ { print $2 }' "$dump")"
+        [[ $part -gt 0 ]] && rm -f "$W/callgrind.$INSTR_PID.$((part - 1))" 2>/dev/null
         xacts="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)"
         if [[ -n "$ir" && "${xacts:-0}" -gt 0 ]]; then
             printf '%s\t%s\t%s\t\n' "$wl" "$((ir / xacts))" "$xacts" >>"$INSTR_TSV"
@@ -894,7 +902,7 @@ target_row_why() {  # target_row_why TEXT VALUE OK(1/0/-) WHY: WHY is shown only
     echo "| $1 | $2 | $res | $why |"
 }
 WHY_HOP="the forward path: lsnpool reads every statement (classification, routing, the lease) before it writes to the server, PgBouncer copies bytes; at a few µs the spread between runs of the direct baseline decides the rest"
-WHY_APPDB="as through app_primary (lsnpool's own work per transaction is within 3 % of it: instructions, syscalls), and the read runs on a replica that shares the two CPUs with the primary"
+WHY_APPDB="as through app_primary (in analysis.md's profile lsnpool's own work per transaction is within 3 % of it: instructions, syscalls), and the read runs on a replica that shares the two CPUs with the primary"
 for wl in "$SS" "$SP"; do
     for tg in lsnpool_primary lsnpool_appdb; do
         al=$(hop_added "$HOP_TSV" "$wl" 1 "$tg" 6); ab=$(hop_added "$HOP_TSV" "$wl" 1 pgbouncer 6)
@@ -905,16 +913,16 @@ for wl in "$SS" "$SP"; do
 done
 for tg in lsnpool_primary lsnpool_appdb; do
     l=$(hop_pct "$HOP_TSV" "$SS" 8 "$tg" 7); b=$(hop_pct "$HOP_TSV" "$SS" 8 pgbouncer 7)
-    why="p99 of 2 s runs is a handful of slow transactions: scheduling on 2 shared CPUs"; [[ "$tg" == lsnpool_appdb ]] && why=$WHY_APPDB
+    why="the p99 of ${T_HOP} s runs is a handful of slow transactions: scheduling on 2 shared CPUs"; [[ "$tg" == lsnpool_appdb ]] && why=$WHY_APPDB
     target_row_why "select-only simple, 8 clients, ${TNAME[$tg]}: p99 ≤ PgBouncer's" "$l µs vs $b µs (direct $(hop_pct "$HOP_TSV" "$SS" 8 direct 7) µs)" "$(le "$l" "$b")" "$why"
 done
 lc=$(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary)
 lim=$(awk -v b="$b_ss_cpu" 'BEGIN { if (b == "–") print "–"; else printf "%.2f", 0.9 * b }')
 target_row_why "select-only simple, 50 clients, lsnpool app_primary: pooler CPU per transaction ≤ 0.9× PgBouncer's" "$lc µs vs $b_ss_cpu µs ($(ratio "$lc" "$b_ss_cpu")×)" "$(le "$lc" "$lim")" \
-    "most of both poolers' CPU is the kernel's (loopback TCP, wake-ups: ≈ 90 % of PgBouncer's); 0.9× would need lsnpool's user space, which classifies and routes every statement, under ≈ 1 µs per transaction"
+    "most of both poolers' CPU is the kernel's (loopback TCP, wake-ups: ≈ 90 % of PgBouncer's in analysis.md's profile); 0.9× would need lsnpool's user space, which classifies and routes every statement, under ≈ 1 µs per transaction"
 a=$(median "$PGB_TSV" "$SS" 500 lsnpool_primary); b=$(median "$PGB_TSV" "$SS" 50 lsnpool_primary); r=$(ratio "$a" "$b")
 target_row_why "select-only simple, lsnpool app_primary: 500 clients through pool $POOL ≥ 0.95× of 50 clients" "$r× ($a vs $b tps); PgBouncer $(ratio "$(median "$PGB_TSV" "$SS" 500 pgbouncer)" "$b_ss")×" "$(ge "$r" 0.95)" \
-    "the CPUs are saturated and every part costs more per transaction with 500 sockets: pgbench $(client_cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(client_cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs, lsnpool $(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs, the whole machine $(machine_cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(machine_cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs (table below); lsnpool's instructions per transaction rise 3.5 %, the rest is cache and kernel"
+    "the CPUs are saturated and every part costs more per transaction with 500 sockets: pgbench $(client_cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(client_cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs, lsnpool $(cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs, the whole machine $(machine_cpu_us "$PGB_TSV" "$SS" 50 lsnpool_primary) → $(machine_cpu_us "$PGB_TSV" "$SS" 500 lsnpool_primary) µs (table below); callgrind (analysis.md): lsnpool's instructions per transaction rise 3.5 %, the rest is cache and kernel"
 # The same targets with both poolers reaching the primary over its Unix socket.
 for wl in "$SS" "$SP"; do
     al=$(hop_added "$HOP_TSV" "$wl" 1 lsnpool_unix 6); ab=$(hop_added "$HOP_TSV" "$wl" 1 pgbouncer_unix 6)
