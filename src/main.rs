@@ -1,7 +1,7 @@
 //! `lsnpool --config pooler.toml`: load the config, build the pools, serve clients.
 
 use clap::Parser;
-use lsnpool_proxy::{serve, spawn_janitor, Pooler, Topology};
+use lsnpool_proxy::{serve, serve_unix, spawn_janitor, Pooler, Topology};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -87,10 +87,22 @@ async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %config.pooler.listen, "lsnpool ready");
+    let unix = match bind_unix(&config.pooler) {
+        Ok(u) => u,
+        Err(msg) => {
+            eprintln!("lsnpool: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(listen = %config.pooler.listen, unix_socket = unix.as_ref().map(|(u, _)| u.path.display().to_string()), "lsnpool ready");
     let pooler = Pooler::new(topology, config_path);
     spawn_janitor(&pooler);
     let server = tokio::spawn(serve(pooler.clone(), listener));
+    // Kept until run() returns: dropping it removes the socket file.
+    let _unix_socket = unix.map(|(socket, listener)| {
+        tokio::spawn(serve_unix(pooler.clone(), listener, socket.port));
+        socket
+    });
     let immediate = watch_signals(pooler.clone());
     // Serve until shutdown begins (signal or the admin console's SHUTDOWN)...
     let _ = server.await;
@@ -104,6 +116,42 @@ async fn run(config: Arc<lsnpool_config::Config>, config_path: PathBuf) -> ExitC
         _ = immediate.notified() => tracing::info!("immediate shutdown"),
     }
     ExitCode::SUCCESS
+}
+
+/// lsnpool's Unix-domain socket file, removed when lsnpool exits.
+struct UnixSocket {
+    path: PathBuf,
+    port: u16,
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds `<unix_socket_dir>/.s.PGSQL.<listen port>`, as PgBouncer and PostgreSQL name it. A
+/// socket file nobody answers on is a previous run's and is replaced; one that answers is
+/// another process's, and lsnpool does not start.
+fn bind_unix(p: &lsnpool_config::PoolerConfig) -> Result<Option<(UnixSocket, tokio::net::UnixListener)>, String> {
+    if p.unix_socket_dir.is_empty() {
+        return Ok(None);
+    }
+    let port = p.listen.parse::<std::net::SocketAddr>().map(|a| a.port()).map_err(|e| format!("pooler.listen: {e}"))?;
+    let path = PathBuf::from(format!("{}/.s.PGSQL.{port}", p.unix_socket_dir));
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(format!("another process listens on {} (pooler.unix_socket_dir)", path.display()));
+        }
+        std::fs::remove_file(&path).map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(|e| format!("cannot listen on {} (pooler.unix_socket_dir): {e}", path.display()))?;
+    // Anyone on the host may connect, as PgBouncer's default unix_socket_mode (0777): logins
+    // are still authenticated.
+    let socket = UnixSocket { path, port }; // from here on, removed again on any return
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(0o777)).map_err(|e| format!("cannot set the permissions of {}: {e}", socket.path.display()))?;
+    Ok(Some((socket, listener)))
 }
 
 fn start_metrics(addr: &str) -> Result<(), ExitCode> {

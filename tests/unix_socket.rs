@@ -92,3 +92,106 @@ async fn a_socket_node_under_required_tls_is_plain_and_says_so() {
     let log = p.log();
     assert!(log.contains("where PostgreSQL offers no TLS"), "no warning in the log:\n{}", p.log_tail(20));
 }
+
+// ---- clients reaching lsnpool over its own socket (`pooler.unix_socket_dir`) ----
+
+fn tls_file(name: &str) -> String {
+    repo_root().join("testenv/data/tls").join(name).to_string_lossy().into_owned()
+}
+
+/// A pooler listening on a socket in a fresh directory, and that directory.
+fn with_client_socket(opts: PoolerOpts) -> (Pooler, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = opts.set_str("unix_socket_dir", &dir.path().to_string_lossy()).start();
+    (p, dir)
+}
+
+fn socket_dsn(p: &Pooler, dir: &tempfile::TempDir, user: &str, password: &str, dbname: &str) -> String {
+    format!("host={} port={} user={user} password={password} dbname={dbname} connect_timeout=5", dir.path().display(), p.port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_log_in_over_lsnpools_socket() {
+    let (p, dir) = with_client_socket(PoolerOpts::primary_only());
+    assert!(dir.path().join(format!(".s.PGSQL.{}", p.port)).exists(), "no socket file");
+    let c = Conn::connect(&socket_dsn(&p, &dir, "app", "app", "appdb")).await.expect("login over lsnpool's socket");
+    assert_eq!(c.query_one("SELECT 41 + 1", &[]).await.expect("query").get::<_, i32>(0), 42);
+
+    // SHOW CLIENTS names the socket client as PgBouncer does: addr unix, the socket's port.
+    let admin = Conn::connect(&socket_dsn(&p, &dir, "postgres", "postgres", "pgbouncer")).await.expect("admin over the socket");
+    let rows = admin.client.simple_query("SHOW CLIENTS").await.expect("SHOW CLIENTS");
+    let unix_ports: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("addr") == Some("unix") => r.get("port").map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unix_ports, vec![p.port.to_string()], "SHOW CLIENTS: one socket client (the app; the console is not listed)");
+
+    // A wrong password over the socket fails like over TCP.
+    let e = Conn::connect(&socket_dsn(&p, &dir, "app", "wrong", "appdb")).await.err().expect("a wrong password must fail");
+    assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{}", db_message(&e));
+}
+
+/// libpq does no TLS on a socket whatever sslmode says; with `client_tls_mode = require`, a
+/// socket client is local (PostgreSQL's `local`, not `hostssl`) and is let in, while a plain TCP
+/// client is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_tls_lets_socket_clients_in() {
+    let opts = PoolerOpts::primary_only()
+        .set_str("client_tls_mode", "require")
+        .set_str("client_tls_cert_file", &tls_file("server.crt"))
+        .set_str("client_tls_key_file", &tls_file("server.key"));
+    let (p, dir) = with_client_socket(opts);
+    let conninfo = format!("host={} port={} user=app dbname=appdb sslmode=require", dir.path().display(), p.port);
+    let out = run_psql(&conninfo, "app", &["-Atc", "SELECT 'over the socket'"], None).await;
+    assert!(out.success(), "psql over the socket: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), "over the socket");
+    let tcp = p.psql("app", "app", "sslmode=disable", &["-Atc", "SELECT 1"], None).await;
+    assert!(!tcp.success() && tcp.stderr.contains("TLS connections only"), "plain TCP must still be refused: {}", tcp.stderr);
+}
+
+/// A socket file left by a killed lsnpool is replaced at start; one another lsnpool answers on
+/// stops a second from starting, saying so. (The socket is named by the listen port, so the
+/// second listens on 127.0.0.2 with the same port.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = PoolerOpts::primary_only().set_str("unix_socket_dir", &dir.path().to_string_lossy()).start();
+    let port = first.port;
+    let socket = dir.path().join(format!(".s.PGSQL.{port}"));
+    let config = dir.path().join("pooler.toml");
+    std::fs::copy(&first.config_path, &config).expect("keep the config");
+    drop(first); // SIGKILL: the socket file stays behind
+    assert!(socket.exists(), "the killed pooler's socket file should remain for this test");
+
+    let spawn = |listen: Option<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lsnpool"));
+        cmd.arg("--config").arg(&config).env("LSNPOOL_LOG", "info").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        if let Some(l) = listen {
+            cmd.env("LSNPOOL_POOLER__LISTEN", l);
+        }
+        cmd.spawn().expect("spawn lsnpool")
+    };
+    let mut second = spawn(None);
+    let dsn = format!("host={} port={port} user=app password=app dbname=appdb connect_timeout=5", dir.path().display());
+    let c = within(15.0, "login over the replaced socket", async {
+        loop {
+            if let Ok(c) = Conn::connect(&dsn).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(c.query_one("SELECT 7", &[]).await.expect("query").get::<_, i32>(0), 7);
+
+    let third = spawn(Some(format!("127.0.0.2:{port}")));
+    let out = within(15.0, "the third lsnpool to give up", async { third.wait_with_output() }).await.expect("third's output");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("another process listens on"), "third: {:?} {said}", out.status);
+    assert_eq!(c.query_one("SELECT 8", &[]).await.expect("the second still serves").get::<_, i32>(0), 8);
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -125,6 +125,21 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_socket_dir_must_be_absolute_and_short_enough() {
+        let msg = error_for(&GOOD.replace("[pooler]", "[pooler]\nunix_socket_dir = \"tmp\""));
+        assert!(msg.contains("pooler.unix_socket_dir") && msg.contains("absolute"), "{msg}");
+        let long = format!("/{}", "d".repeat(100));
+        let msg = error_for(&GOOD.replace("[pooler]", &format!("[pooler]\nunix_socket_dir = \"{long}\"")));
+        assert!(msg.contains("too long"), "{msg}");
+        Jail::expect_with(|jail| {
+            jail.create_file("pooler.toml", &GOOD.replace("[pooler]", "[pooler]\nunix_socket_dir = \"/tmp\""))?;
+            let c = load(Path::new("pooler.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.pooler.unix_socket_dir, "/tmp");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn names_an_unknown_key() {
         let msg = error_for(&GOOD.replace("[routing]", "[routing]\nlsn_pol_interval = \"1ms\""));
         assert!(msg.contains("lsn_pol_interval"), "{msg}");

@@ -116,6 +116,9 @@ impl ServerTlsMode {
 #[serde(deny_unknown_fields, default)]
 pub struct PoolerConfig {
     pub listen: String,
+    /// Also listen on a Unix-domain socket in this directory (`.s.PGSQL.<listen port>`, as
+    /// PgBouncer's `unix_socket_dir`); empty: TCP only.
+    pub unix_socket_dir: String,
     pub pool_mode: PoolMode,
     pub auth_type: AuthType,
     pub default_pool_size: usize,
@@ -157,6 +160,7 @@ impl Default for PoolerConfig {
     fn default() -> Self {
         PoolerConfig {
             listen: "127.0.0.1:6432".into(),
+            unix_socket_dir: String::new(),
             pool_mode: PoolMode::Transaction,
             auth_type: AuthType::ScramSha256,
             default_pool_size: 20,

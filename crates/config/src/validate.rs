@@ -11,6 +11,15 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
     if p.listen.parse::<SocketAddr>().is_err() {
         return Err(ConfigError::invalid("pooler.listen", format!("\"{}\" is not an ip:port address", p.listen)));
     }
+    if !p.unix_socket_dir.is_empty() {
+        if !p.unix_socket_dir.starts_with('/') {
+            return Err(ConfigError::invalid("pooler.unix_socket_dir", format!("\"{}\" is not an absolute directory path", p.unix_socket_dir)));
+        }
+        // sun_path holds 108 bytes with its NUL; the socket's name adds 17 or fewer.
+        if p.unix_socket_dir.len() + "/.s.PGSQL.65535".len() > 107 {
+            return Err(ConfigError::invalid("pooler.unix_socket_dir", "too long for a Unix socket path (at most 92 bytes)"));
+        }
+    }
     if !p.metrics_listen.is_empty() && p.metrics_listen.parse::<SocketAddr>().is_err() {
         return Err(ConfigError::invalid(
             "pooler.metrics_listen",

@@ -3,18 +3,65 @@
 
 use lsnpool_pool::ServerKey;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
+
+/// Where a client connected from: a TCP peer, or lsnpool's own Unix-domain socket (which
+/// tells nothing of the peer; `port` is the socket's, as PgBouncer shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAddr {
+    Tcp(SocketAddr),
+    Unix { port: u16 },
+}
+
+impl ClientAddr {
+    /// The key failed logins are delayed by: the IP, or one shared key for every socket client
+    /// (no TCP peer has the unspecified address).
+    pub fn ip_key(self) -> IpAddr {
+        match self {
+            ClientAddr::Tcp(a) => a.ip(),
+            ClientAddr::Unix { .. } => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    pub fn is_unix(self) -> bool {
+        matches!(self, ClientAddr::Unix { .. })
+    }
+
+    /// SHOW CLIENTS' `addr` column: the IP, or `unix` as PgBouncer shows it.
+    pub fn host_text(self) -> String {
+        match self {
+            ClientAddr::Tcp(a) => a.ip().to_string(),
+            ClientAddr::Unix { .. } => "unix".to_string(),
+        }
+    }
+
+    pub fn port(self) -> u16 {
+        match self {
+            ClientAddr::Tcp(a) => a.port(),
+            ClientAddr::Unix { port } => port,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAddr::Tcp(a) => a.fmt(f),
+            ClientAddr::Unix { port } => write!(f, "unix:{port}"),
+        }
+    }
+}
 
 /// Who a client is, for SHOW CLIENTS. Names are shared with the session, not copied: every
 /// idle client pays for this.
 pub struct ClientInfo {
     pub user: Arc<crate::topology::User>,
     pub database: Arc<crate::topology::Database>,
-    pub addr: SocketAddr,
+    pub addr: ClientAddr,
     pub application_name: String,
     pub connected_at: SystemTime,
 }

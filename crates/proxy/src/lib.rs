@@ -29,6 +29,6 @@ mod token_store;
 mod topology;
 
 pub use janitor::{spawn_janitor, STATS_PERIOD};
-pub use listener::serve;
+pub use listener::{serve, serve_unix};
 pub use pooler::Pooler;
 pub use topology::{Topology, TopologyError};

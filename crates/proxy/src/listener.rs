@@ -1,6 +1,7 @@
 //! Accepting clients: one tokio task per connection, a login deadline, then the session or
 //! the admin console.
 
+use crate::clients::ClientAddr;
 use crate::login::{login, Accepted, LoginError};
 use lsnpool_net::Stream;
 use crate::pooler::Pooler;
@@ -10,10 +11,34 @@ use lsnpool_protocol::backend::{self, PoolerError};
 use lsnpool_protocol::sqlstate;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use std::future::Future;
+use tokio::net::{TcpListener, UnixListener};
 
-/// Accepts clients until shutdown begins.
+/// Accepts TCP clients until shutdown begins.
 pub async fn serve(pooler: Arc<Pooler>, listener: TcpListener) -> std::io::Result<()> {
+    accept_until_shutdown(pooler, || async {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((Stream::from(stream), ClientAddr::Tcp(peer)))
+    })
+    .await
+}
+
+/// Accepts clients on lsnpool's Unix-domain socket (`pooler.unix_socket_dir`) until shutdown
+/// begins; `port` names the socket, as SHOW CLIENTS shows it.
+pub async fn serve_unix(pooler: Arc<Pooler>, listener: UnixListener, port: u16) -> std::io::Result<()> {
+    accept_until_shutdown(pooler, || async {
+        let (stream, _) = listener.accept().await?;
+        Ok((Stream::from(stream), ClientAddr::Unix { port }))
+    })
+    .await
+}
+
+async fn accept_until_shutdown<F, A>(pooler: Arc<Pooler>, accept: F) -> std::io::Result<()>
+where
+    F: Fn() -> A,
+    A: Future<Output = std::io::Result<(Stream, ClientAddr)>>,
+{
     loop {
         let accepted = {
             let shutdown = pooler.shutdown.notified();
@@ -21,7 +46,7 @@ pub async fn serve(pooler: Arc<Pooler>, listener: TcpListener) -> std::io::Resul
                 return Ok(());
             }
             tokio::select! {
-                a = listener.accept() => a,
+                a = accept() => a,
                 _ = shutdown => return Ok(()),
             }
         };
@@ -34,17 +59,13 @@ pub async fn serve(pooler: Arc<Pooler>, listener: TcpListener) -> std::io::Resul
                 continue;
             }
         };
-        let pooler = pooler.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            handle(pooler, stream, peer).await;
-        });
+        tokio::spawn(handle(pooler.clone(), stream, peer));
     }
 }
 
 /// Login, with the TLS handshake in between when the client asks for it. The stream is in
 /// `slot` except during the handshake (a login that times out there has nobody to tell).
-async fn login_maybe_tls(slot: &mut Option<Stream>, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
+async fn login_maybe_tls(slot: &mut Option<Stream>, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: ClientAddr) -> Result<Accepted, LoginError> {
     loop {
         let Some(stream) = slot.as_mut() else { return Err(LoginError::Eof) };
         match login(stream, buf, pooler, peer).await? {
@@ -58,10 +79,10 @@ async fn login_maybe_tls(slot: &mut Option<Stream>, buf: &mut BytesMut, pooler: 
     }
 }
 
-async fn handle(pooler: Arc<Pooler>, stream: TcpStream, peer: std::net::SocketAddr) {
+async fn handle(pooler: Arc<Pooler>, stream: Stream, peer: ClientAddr) {
     let login_timeout = pooler.topology().config.pooler.client_login_timeout;
     let mut buf = BytesMut::new();
-    let mut slot = Some(Stream::from(stream));
+    let mut slot = Some(stream);
     // Boxed: the login's state (SCRAM, buffers, TLS) must not stay in every idle client's task.
     let accepted = tokio::time::timeout(login_timeout, Box::pin(login_maybe_tls(&mut slot, &mut buf, &pooler, peer))).await;
     let Some(mut stream) = slot else { return };

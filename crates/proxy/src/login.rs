@@ -3,7 +3,7 @@
 //! negotiation, database and user lookup, client authentication, the greeting.
 
 use crate::admin::AdminAccess;
-use crate::clients::{ClientInfo, Registration};
+use crate::clients::{ClientAddr, ClientInfo, Registration};
 use crate::lease::{Borrower, Lease, Refusal};
 use crate::client_params::{reported_to_client, session_params};
 use crate::pooler::{ClientGuard, Pooler};
@@ -58,7 +58,7 @@ pub enum LoginError {
     Eof,
 }
 
-pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: std::net::SocketAddr) -> Result<Accepted, LoginError> {
+pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>, peer: ClientAddr) -> Result<Accepted, LoginError> {
     let startup = loop {
         let packet = read_startup_packet(stream, buf).await?;
         let packet = match packet {
@@ -66,7 +66,8 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
             Err(msg) => return refuse(stream, sqlstate::PROTOCOL_VIOLATION, &msg, None).await,
         };
         match packet {
-            StartupPacket::SslRequest => match pooler.topology().client_tls.clone().filter(|_| !stream.is_tls()) {
+            // No TLS on a Unix socket, as PostgreSQL does: the client goes on in plain text.
+            StartupPacket::SslRequest => match pooler.topology().client_tls.clone().filter(|_| !stream.is_tls() && !peer.is_unix()) {
                 Some(config) => {
                     if !buf.is_empty() {
                         // Bytes sent in plain text behind the SSLRequest would pass for
@@ -88,7 +89,8 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
             StartupPacket::Startup(s) => break s,
         }
     };
-    if pooler.topology().config.pooler.client_tls_mode == lsnpool_config::ClientTlsMode::Require && !stream.is_tls() {
+    // A socket client is on this host (PostgreSQL's `local`, which `hostssl` does not cover).
+    if pooler.topology().config.pooler.client_tls_mode == lsnpool_config::ClientTlsMode::Require && !stream.is_tls() && !peer.is_unix() {
         let msg = "lsnpool accepts TLS connections only (client_tls_mode = require)";
         return refuse(stream, sqlstate::INVALID_AUTHORIZATION, msg, Some("connect with sslmode=require or stronger")).await;
     }
@@ -119,7 +121,7 @@ pub async fn login(stream: &mut Stream, buf: &mut BytesMut, pooler: &Arc<Pooler>
                 authenticate(stream, buf, &mut out, None, user_name, &topology, pooler).await?;
                 tracing::info!(client = %peer, user = user_name, "login as a user that is not configured");
             }
-            pooler.auth_guard.delay_failure(peer.ip(), topology.config.pooler.auth_failure_delay).await;
+            pooler.auth_guard.delay_failure(peer.ip_key(), topology.config.pooler.auth_failure_delay).await;
             let msg = format!("password authentication failed for user \"{user_name}\"");
             return refuse(stream, sqlstate::INVALID_PASSWORD, &msg, None).await;
         }

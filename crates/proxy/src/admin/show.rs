@@ -221,7 +221,7 @@ fn clients(pooler: &Pooler, out: &mut BytesMut) {
         "user" => x.info.user.name,
         "database" => x.info.database.name,
         "state" => x.state().as_str(),
-        "addr" => x.info.addr.ip(),
+        "addr" => x.info.addr.host_text(),
         "port" => x.info.addr.port(),
         "local_addr" => "",
         "local_port" => "",

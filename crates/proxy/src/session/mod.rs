@@ -24,7 +24,6 @@ use lsnpool_protocol::frame::Frames;
 use lsnpool_protocol::{frontend, sqlstate};
 use lsnpool_router::{Lsn, PrimaryReason, Route, RoutingMode};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::future::Future;
 use std::task::Poll;
@@ -467,7 +466,7 @@ impl Session {
     }
 
     /// The client's address, kept once in its registry slot.
-    fn peer(&self) -> SocketAddr {
+    fn peer(&self) -> crate::clients::ClientAddr {
         self.slot().info.addr
     }
 
