@@ -2,6 +2,7 @@
 //! them is forwarded to whichever server backend runs that client's query right now.
 
 use crate::clients::ClientRegistry;
+use lsnpool_net::Stream;
 use lsnpool_pool::{ServerAddr, ServerKey};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -48,16 +49,10 @@ pub async fn cancel_backend(key: ServerKey, timeout: Duration) {
 async fn forward(key: ServerKey) -> std::io::Result<()> {
     let mut buf = bytes::BytesMut::with_capacity(16);
     lsnpool_protocol::frontend::cancel_request(&mut buf, key.pid, key.secret);
-    match &key.addr {
-        ServerAddr::Tcp(addr) => {
-            let mut s = TcpStream::connect(addr).await?;
-            s.write_all(&buf).await?;
-            s.shutdown().await
-        }
-        unix @ ServerAddr::Unix { .. } => {
-            let mut s = UnixStream::connect(unix.socket_path().unwrap_or_default()).await?;
-            s.write_all(&buf).await?;
-            s.shutdown().await
-        }
-    }
+    let mut s: Stream = match &key.addr {
+        ServerAddr::Tcp(addr) => TcpStream::connect(addr).await?.into(),
+        unix @ ServerAddr::Unix { .. } => UnixStream::connect(unix.socket_path().unwrap_or_default()).await?.into(),
+    };
+    s.write_all(&buf).await?;
+    s.shutdown().await
 }
