@@ -321,6 +321,10 @@ EOF
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK="$(getconf CLK_TCK)"
+# pooler_cpu_since PID TICKS: CPU seconds the pooler used since cpu_ticks said TICKS ("" for direct)
+pooler_cpu_since() { [[ "$1" == - ]] || awk -v a="$2" -v b="$(cpu_ticks "$1")" -v h="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / h }'; }
+# missing_pooler TARGET PID: why a pooler target cannot run (its pooler did not start), or nothing
+missing_pooler() { [[ "$2" == - && "$1" != direct ]] && echo "${TNAME[$1]} is not running (pgbouncer not installed, or no Unix socket)"; }
 # children_cpu VAR: sets VAR to the CPU time (s) of this shell's reaped children; around one
 # pgbench run, pgbench's own CPU. Called as a command, never inside $(...): `times` must run in
 # this shell (a subshell starts with no children). Its second line is the children's user and
@@ -373,10 +377,11 @@ stall_dump() {  # stall_dump FILE PORT
 # run_pgbench TSV WORKLOAD CLIENTS TARGET REP SECONDS
 run_pgbench() {
     local tsv="$1" wl="$2" c="$3" tg="$4" rep="$5" secs="$6"
-    local port db pid j out rc tps xacts err t0 t1 cpu
+    local port db pid j out rc tps xacts err t0 cpu
     read -r port db pid <<<"$(target_conn "$tg")"
-    if [[ "$pid" == - && "$tg" != direct ]]; then
-        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "${TNAME[$tg]} is not running (pgbouncer not installed, or no Unix socket)" >>"$tsv"
+    local missing; missing="$(missing_pooler "$tg" "$pid")"
+    if [[ -n "$missing" ]]; then
+        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "$missing" >>"$tsv"
         return
     fi
     j=2; (( c < 2 )) && j=1
@@ -397,7 +402,7 @@ run_pgbench() {
     children_cpu c1; mcpu="$(awk -v a="$m0" -v b="$(machine_cpu)" 'BEGIN { printf "%.3f", b - a }')"
     ccpu="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }')"
     kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null
-    cpu=""; if [[ "$pid" != - ]]; then t1="$(cpu_ticks "$pid")"; cpu="$(awk -v a="$t0" -v b="$t1" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}')"; fi
+    cpu="$(pooler_cpu_since "$pid" "$t0")"
     tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -1)"
     xacts="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -1)"
     err="$(grep -m1 -E 'error|FATAL|ERROR|aborted' "$out" | tr '\t|' '  ' | cut -c1-220)"
@@ -457,10 +462,11 @@ printf 'workload\tclients\ttarget\trep\tstatus\tp50_us\tp99_us\tp999_us\txacts\t
 # run_hop WORKLOAD CLIENTS TARGET REP SECONDS
 run_hop() {
     local wl="$1" c="$2" tg="$3" rep="$4" secs="$5"
-    local port db pid out pre rc t0 t1 cpu pct
+    local port db pid out pre rc t0 cpu pct
     read -r port db pid <<<"$(target_conn "$tg")"
-    if [[ "$pid" == - && "$tg" != direct ]]; then
-        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "${TNAME[$tg]} is not running (pgbouncer not installed, or no Unix socket)" >>"$HOP_TSV"
+    local missing; missing="$(missing_pooler "$tg" "$pid")"
+    if [[ -n "$missing" ]]; then
+        printf '%s\t%s\t%s\t%s\tfail\t\t\t\t\t\t%s\n' "$wl" "$c" "$tg" "$rep" "$missing" >>"$HOP_TSV"
         return
     fi
     pre="$W/lat/${wl// /_}-c$c-$tg-r$rep"; out="$pre.out"
@@ -470,7 +476,7 @@ run_hop() {
     timeout $((secs + 60)) pgbench -h 127.0.0.1 -p "$port" -U postgres $(wl_args "$wl") -n -c "$c" -j 1 -T "$secs" \
         --log --log-prefix="$pre.log" "$db" >"$out" 2>&1
     rc=$?
-    cpu=""; if [[ "$pid" != - ]]; then t1="$(cpu_ticks "$pid")"; cpu="$(awk -v a="$t0" -v b="$t1" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}')"; fi
+    cpu="$(pooler_cpu_since "$pid" "$t0")"
     # Column 3 of pgbench's per-transaction log is the transaction's latency in µs.
     pct="$(cat "$pre".log* 2>/dev/null | awk '{print $3}' | sort -n | awk '
         { v[NR] = $1 }
